@@ -1,0 +1,1 @@
+"""HTTP and CLI: the composition root."""

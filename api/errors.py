@@ -1,0 +1,67 @@
+"""The single table from domain errors to HTTP status and the Hub's ``X-Error-Code``."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.hub import wire
+from api.hub.ranges import RangeNotSatisfiableError
+from mirror.errors import BlobNotFoundError, DigestMismatchError, ImportSourceError, StorageError
+from registry.errors import (
+    ConflictError,
+    EntryNotFoundError,
+    HubgateError,
+    InvalidInputError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+
+log = logging.getLogger(__name__)
+
+# error class -> (status, X-Error-Code); looked up along the MRO, first match wins.
+ERROR_TABLE: dict[type[HubgateError], tuple[int, str | None]] = {
+    RepoNotFoundError: (404, wire.REPO_NOT_FOUND),
+    RevisionNotFoundError: (404, wire.REVISION_NOT_FOUND),
+    EntryNotFoundError: (404, wire.ENTRY_NOT_FOUND),
+    InvalidInputError: (400, None),
+    ImportSourceError: (400, None),
+    RangeNotSatisfiableError: (416, None),
+    ConflictError: (409, None),
+    DigestMismatchError: (422, None),
+    BlobNotFoundError: (503, None),
+    StorageError: (503, None),
+}
+
+ADMIN_PREFIX = "/registry/"
+
+
+def status_of(exc: HubgateError) -> tuple[int, str | None]:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]  # type: ignore[index]
+    return 400, None
+
+
+async def hubgate_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HubgateError)
+    status, code = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    message = exc.message if status < 500 else "The server could not serve this file; an operator has been alerted"
+    if request.url.path.startswith(ADMIN_PREFIX):
+        return JSONResponse({"code": code or type(exc).__name__, "message": message}, status_code=status)
+    headers = {"X-Error-Message": _header_safe(message)}
+    if code:
+        headers[wire.X_ERROR_CODE] = code
+    if isinstance(exc, EntryNotFoundError):
+        headers[wire.X_REPO_COMMIT] = exc.commit
+    if isinstance(exc, RangeNotSatisfiableError):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:500]

@@ -1,0 +1,1 @@
+"""The Hub-compatible read API: plain Starlette endpoints, because these are the hot paths."""

@@ -1,0 +1,60 @@
+"""HEAD/GET ``/[datasets/]{repo}/resolve/{rev}/{path}``: resolve, then serve by mode (redirect | direct | proxy)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.hub import wire
+from api.hub.paths import parse_resolve
+from api.hub.ranges import parse_range
+from api.hub.streaming import BlobResponse
+from api.services import services
+from registry.types import is_commit_sha
+
+
+async def resolve_file(request: Request) -> Response | BlobResponse:
+    target = parse_resolve(request.scope.get("raw_path") or request.url.path.encode())
+    if target is None:
+        return JSONResponse({"error": "Not found"}, status_code=404)
+    svc = services(request)
+    snapshot = await svc.snapshot(target.repo, target.revision)
+    index = await svc.index(snapshot)
+    entry = index.entry(target.path)
+    headers = list(index.headers(entry))
+    if is_commit_sha(target.revision):
+        headers.append((b"cache-control", wire.IMMUTABLE.encode()))
+
+    if entry.lfs and svc.settings.storage == "s3" and svc.settings.s3_serve == "redirect":
+        url = svc.store.redirect_url(entry.sha256, filename=target.path.rsplit("/", 1)[-1])
+        if url is not None:
+            headers += [(b"location", url.encode()), (b"content-length", b"0")]
+            response = Response(status_code=302)
+            response.raw_headers = headers
+            return response
+
+    size = entry.size
+    status, start, length = 200, 0, size
+    if_range = request.headers.get("if-range")
+    if request.method == "GET" and (if_range is None or if_range.strip() == wire_etag(entry)):
+        byte_range = parse_range(request.headers.get("range"), size)
+        if byte_range is not None:
+            start, end = byte_range
+            status, length = 206, end - start + 1
+            headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
+    headers.append((b"content-type", b"application/octet-stream"))
+    store = svc.store
+    local = store.local_path(entry.sha256) if request.method == "GET" else None
+
+    def opener():  # type: ignore[no-untyped-def]
+        if local is not None:
+            f = open(local, "rb")
+            f.seek(start)
+            return f
+        return store.open(entry.sha256, start, length)
+
+    return BlobResponse(opener, length=length, status=status, headers=headers)
+
+
+def wire_etag(entry) -> str:  # type: ignore[no-untyped-def]
+    return f'"{wire.etag_of(entry)}"'

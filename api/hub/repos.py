@@ -1,0 +1,198 @@
+"""``/api/{models,datasets}/{repo}[/revision|tree|paths-info|refs|commits/…]`` and the repo listings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.hub import schemas
+from api.hub.cache import CommitIndex
+from api.hub.paths import parse_repo_api, split_raw
+from api.services import Services, services
+from registry import catalog
+from registry.errors import EntryNotFoundError, InvalidInputError, RepoNotFoundError
+from registry.types import RepoType
+
+_EXPAND_PAGE_CAP = 50  # the Hub pages expanded trees at 50
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true")
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["o"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError("Invalid cursor") from exc
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError("Invalid cursor")
+    return offset
+
+
+def paged(request: Request, svc: Services, items: list[Any], page_size: int) -> JSONResponse:
+    """One page of ``items`` with an absolute ``Link: <…>; rel="next"`` when more remain."""
+    offset = decode_cursor(request.query_params.get("cursor"))
+    page = items[offset : offset + page_size]
+    response = JSONResponse(page)
+    if offset + page_size < len(items):
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        params.append(("cursor", encode_cursor(offset + page_size)))
+        url = f"{svc.base_url(request)}{request.url.path}?{urlencode(params)}"
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
+
+
+async def repo_api(request: Request) -> Response:
+    kind = request.path_params["repo_type"]
+    if kind == "spaces":
+        raise RepoNotFoundError("Spaces are not mirrored by hubgate")
+    if kind not in ("models", "datasets"):
+        return JSONResponse({"error": "Not found"}, status_code=404)
+    repo_type = RepoType.parse(kind)
+    segs = split_raw(request.scope.get("raw_path") or request.url.path.encode())[2:]
+    call = parse_repo_api(repo_type, segs)
+    if request.method == "POST" and call.action != "paths-info":
+        return JSONResponse({"error": "Method not allowed"}, status_code=405)
+    svc = services(request)
+    if call.action == "refs":
+        return await _refs(request, svc, call.repo)
+    snapshot = await svc.snapshot(call.repo, call.revision)
+    if call.action is None or call.action == "revision":
+        index = await svc.index(snapshot)
+        doc = schemas.repo_info(snapshot, index, blobs=_flag(request, "blobs"))
+        return JSONResponse(schemas.expand_filter(doc, request.query_params.getlist("expand")))
+    if call.action == "commits":
+        formatted = "formatted" in request.query_params.getlist("expand[]") + request.query_params.getlist("expand")
+        return JSONResponse([schemas.commit_doc(snapshot, formatted=formatted)])
+    index = await svc.index(snapshot)
+    if call.action == "tree":
+        return _tree(request, svc, index, call.path)
+    return await _paths_info(request, index)
+
+
+def _tree(request: Request, svc: Services, index: CommitIndex, folder: str) -> JSONResponse:
+    if not index.is_dir(folder):
+        raise EntryNotFoundError(f"Folder {folder!r} not found in {index.snapshot.repo.id}", commit=index.commit)
+    recursive, expand = _flag(request, "recursive"), _flag(request, "expand")
+    prefix = folder + "/" if folder else ""
+    paths = _children(index, prefix, recursive)
+    entries = [schemas.tree_entry(index, p, expand=expand) for p in paths]
+    page_size = svc.settings.tree_page_size
+    if expand:
+        page_size = min(page_size, _EXPAND_PAGE_CAP)
+    return paged(request, svc, entries, page_size)
+
+
+def _children(index: CommitIndex, prefix: str, recursive: bool) -> list[str]:
+    """Directories and files under ``prefix`` (direct children unless recursive), folders first as the Hub does."""
+    def under(sorted_paths: list[str]) -> list[str]:
+        lo = bisect.bisect_left(sorted_paths, prefix)
+        out = []
+        for p in sorted_paths[lo:]:
+            if not p.startswith(prefix):
+                break
+            if recursive or "/" not in p[len(prefix):]:
+                out.append(p)
+        return out
+
+    return under(index.dirs) + under(index.paths)
+
+
+async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.json()
+        paths = body.get("paths", []) if isinstance(body, dict) else []
+        expand = bool(body.get("expand")) if isinstance(body, dict) else False
+    else:
+        form = await request.form()
+        paths = [str(p) for p in form.getlist("paths")]
+        expand = str(form.get("expand", "")).lower() in ("1", "true")
+    if not isinstance(paths, list) or len(paths) > 10000:
+        raise InvalidInputError("paths must be a list of at most 10000 paths")
+    out = []
+    for p in dict.fromkeys(str(p).strip("/") for p in paths):
+        if p in index.files or (p and index.is_dir(p)):
+            out.append(schemas.tree_entry(index, p, expand=expand))
+    return JSONResponse(out)
+
+
+async def _refs(request: Request, svc: Services, repo) -> JSONResponse:  # type: ignore[no-untyped-def]
+    def load() -> list[catalog.RefView]:
+        with Session(svc.engine) as session:
+            return catalog.list_refs(session, repo)
+
+    refs = await run_in_threadpool(load)
+    return JSONResponse(schemas.refs_doc(refs, include_prs=_flag(request, "include_prs")))
+
+
+_SORT_KEYS = {"lastModified": "lastModified", "createdAt": "createdAt"}
+
+
+async def list_repos(request: Request) -> JSONResponse:
+    """``GET /api/models`` and ``/api/datasets``: search, author, filter, sort, limit, paginated."""
+    repo_type = RepoType.MODEL if request.url.path.rstrip("/").endswith("models") else RepoType.DATASET
+    svc = services(request)
+    q = request.query_params
+
+    def load() -> list[dict[str, Any]]:
+        with Session(svc.engine) as session:
+            snaps = catalog.list_repos(session, repo_type)
+        return [schemas.repo_info(s, None) | {"_tags": set(s.info.get("tags") or [])} for s in snaps]
+
+    docs = await run_in_threadpool(load)
+    searches = [s.lower() for s in q.getlist("search") if s]
+    author = q.get("author")
+    filters = q.getlist("filter")
+    docs = [
+        d for d in docs
+        if all(s in d["id"].lower() for s in searches)
+        and (not author or d["author"] == author)
+        and all(f in d["_tags"] or f == d.get("pipeline_tag") or f == d.get("library_name") for f in filters)
+    ]
+    sort = q.get("sort")
+    if sort in _SORT_KEYS:
+        docs.sort(key=lambda d: d[_SORT_KEYS[sort]], reverse=q.get("direction", "-1") != "1")
+    if q.get("limit"):
+        try:
+            limit = int(q["limit"])
+        except ValueError as exc:
+            raise InvalidInputError("limit must be an integer") from exc
+        docs = docs[: max(limit, 0)]
+    keep_card, keep_config, full = _flag(request, "cardData"), _flag(request, "config"), _flag(request, "full")
+    for d in docs:
+        d.pop("_tags")
+        if not (keep_card or full):
+            d.pop("cardData", None)
+        if not (keep_config or full):
+            d.pop("config", None)
+    expand = q.getlist("expand")
+    return paged(request, svc, [schemas.expand_filter(d, expand) for d in docs], svc.settings.list_page_size)
+
+
+async def whoami(request: Request) -> JSONResponse:
+    if not request.headers.get("authorization"):
+        return JSONResponse({"error": "Invalid user token"}, status_code=401)
+    return JSONResponse({
+        "type": "user", "name": "anonymous", "fullname": "anonymous", "orgs": [],
+        "auth": {"type": "access_token", "accessToken": {"displayName": "anonymous", "role": "read"}},
+    })
+
+
+async def agent_harnesses(request: Request) -> JSONResponse:
+    return JSONResponse({"standardEnvVars": [], "harnesses": {}})

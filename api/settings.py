@@ -1,0 +1,144 @@
+"""Typed settings, loaded once: environment ``HUBGATE_*`` over an optional TOML file over defaults.
+
+Only this module reads the environment. It composes the sections the lower layers own
+(registry.settings, mirror.settings) and hands them down.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mirror.settings import S3Settings, StorageSettings
+from registry.settings import DatabaseSettings
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUBGATE_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(Path("./hubgate-data"), description="Folder for the SQLite database and the local store")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/hubgate.db")
+    storage: Literal["local", "s3"] = Field("local", description="Where blobs live")
+    storage_dir: Path | None = Field(None, description="Local store folder; default <data_dir>/store")
+    s3_bucket: str | None = Field(None, description="S3 bucket (required when storage=s3)")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint hubgate talks to (MinIO, Ceph); AWS when unset")
+    s3_public_endpoint_url: str | None = Field(None, description="S3 origin that clients reach, for presigned URLs")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: str | None = Field(None, description="S3 access key (else boto3's usual credential chain)")
+    s3_secret_access_key: str | None = Field(None, description="S3 secret key")
+    s3_serve: Literal["redirect", "proxy"] = Field(
+        "redirect", description="redirect: 302 to a presigned URL; proxy: stream through hubgate"
+    )
+    s3_presign_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned URLs")
+    host: str = Field("127.0.0.1", description="Address `hubgate serve` binds")
+    port: int = Field(8080, ge=0, le=65535, description="Port `hubgate serve` binds")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `hubgate serve`")
+    public_url: str | None = Field(None, description="Public origin for absolute URLs (pagination links); default: the request's")
+    tree_page_size: int = Field(1000, ge=1, le=10000, description="Entries per tree page (the Hub uses 1000)")
+    list_page_size: int = Field(1000, ge=1, le=10000, description="Repos per /api/models page")
+    ref_cache_seconds: float = Field(2.0, ge=0, le=3600, description="How long a branch -> commit answer is cached per process")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        AnyHttpUrl(v)
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> "Settings":
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("HUBGATE_S3_BUCKET is required when HUBGATE_STORAGE=s3")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # load() merges the TOML file and the environment itself
+
+    # sections for the lower layers
+    @property
+    def database(self) -> DatabaseSettings:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'hubgate.db').resolve()}"
+        return DatabaseSettings(url=url)
+
+    @property
+    def storage_settings(self) -> StorageSettings:
+        if self.storage == "local":
+            return StorageSettings(backend="local", local_root=self.storage_dir or self.data_dir / "store")
+        assert self.s3_bucket is not None
+        return StorageSettings(
+            backend="s3",
+            s3=S3Settings(
+                bucket=self.s3_bucket, prefix=self.s3_prefix, endpoint_url=self.s3_endpoint_url,
+                public_endpoint_url=self.s3_public_endpoint_url, region=self.s3_region,
+                access_key_id=self.s3_access_key_id, secret_access_key=self.s3_secret_access_key,
+                presign_ttl_seconds=self.s3_presign_ttl_seconds,
+            ),
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"HUBGATE_CONFIG: no such file {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"HUBGATE_CONFIG: {path} is not valid TOML: {exc}") from exc
+    section = data.get("hubgate", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"HUBGATE_CONFIG: {path} must hold a [hubgate] table of settings")
+    return section
+
+
+def load(config_path: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Load settings once. Raises ConfigError naming the offending setting."""
+    environ = os.environ if environ is None else environ
+    path = config_path or (Path(environ["HUBGATE_CONFIG"]) if environ.get("HUBGATE_CONFIG") else None)
+    file_values = _read_toml(path) if path else {}
+    env_names = {f"HUBGATE_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(k for k in environ if k.startswith("HUBGATE_") and k not in env_names | {"HUBGATE_CONFIG"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting (see the configuration table in README.md)")
+    values = dict(file_values)
+    for name in Settings.model_fields:  # the environment beats the file
+        if f"HUBGATE_{name.upper()}" in environ:
+            values[name] = environ[f"HUBGATE_{name.upper()}"]
+    values.update(overrides)
+    unknown_keys = sorted(set(values) - set(Settings.model_fields))
+    if unknown_keys:
+        raise ConfigError(f"{unknown_keys[0]}: unknown setting in {path}")
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
+        setting = f"HUBGATE_{name.upper()}" if name else "configuration"
+        raise ConfigError(f"{setting}: {err['msg']}") from exc
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README table is checked against this."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else str(default)
+        rows.append((f"HUBGATE_{name.upper()}", shown, field.description or ""))
+    return rows

@@ -1,0 +1,1 @@
+"""Bytes: storage drivers, the content-addressed blob store, hashing, manifests, import."""

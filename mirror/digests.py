@@ -1,0 +1,55 @@
+"""One streaming pass computes everything a file is checked against: size, sha256 and git blob id."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from mirror.errors import DigestMismatchError
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    size: int
+    sha256: str
+    git_oid: str
+
+
+class Hasher:
+    """Feed bytes with ``update``; ``finish`` gives the digests.
+
+    The git blob id needs the size up front (``blob <size>\\0``), so it is known only when
+    ``size`` is given; otherwise the bytes are also hashed into a plain sha1 whose prefix is
+    patched in at the end, which git's format does not allow. Hence: pass the size.
+    """
+
+    __slots__ = ("_sha256", "_sha1", "_size", "_expected_size")
+
+    def __init__(self, size: int) -> None:
+        self._expected_size = size
+        self._sha256 = hashlib.sha256()
+        self._sha1 = hashlib.sha1(b"blob %d\0" % size)
+        self._size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._sha256.update(data)
+        self._sha1.update(data)
+        self._size += len(data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def finish(self) -> Digests:
+        """Raises DigestMismatchError if fewer or more bytes arrived than announced."""
+        if self._size != self._expected_size:
+            raise DigestMismatchError(f"size mismatch: expected {self._expected_size} bytes, got {self._size}")
+        return Digests(self._size, self._sha256.hexdigest(), self._sha1.hexdigest())
+
+
+def check(actual: Digests, *, sha256: str | None = None, git_oid: str | None = None, what: str = "content") -> None:
+    """Raise DigestMismatchError naming the first digest that differs from the expected one."""
+    if sha256 is not None and actual.sha256 != sha256:
+        raise DigestMismatchError(f"sha256 mismatch for {what}: expected {sha256}, got {actual.sha256}")
+    if git_oid is not None and actual.git_oid != git_oid:
+        raise DigestMismatchError(f"git blob id mismatch for {what}: expected {git_oid}, got {actual.git_oid}")

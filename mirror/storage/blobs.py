@@ -1,0 +1,142 @@
+"""The content-addressed blob store over any driver: ingest -> hash while writing -> verify -> commit.
+
+A blob becomes visible under ``blobs/sha256/…`` only after its size and digests match what
+was expected. When the sha256 is known in advance (LFS files) the writer targets the final key
+directly (an S3 multipart upload completed only after verification); otherwise it writes to
+``uploads/<uuid>`` and moves the object once the sha256 is known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from mirror.digests import Digests, Hasher, check
+from mirror.errors import BlobNotFoundError, ObjectNotFoundError, StorageError
+from mirror.storage import layout
+from mirror.storage.driver import ObjectInfo, ObjectWriter, StorageDriver
+from registry.manifest import Manifest
+from registry.types import RepoRef
+
+log = logging.getLogger(__name__)
+
+
+class BlobWriter:
+    """Context manager returned by ``BlobStore.ingest``. Leaving it with an error discards everything."""
+
+    def __init__(
+        self, store: "BlobStore", *, size: int, sha256: str | None, git_oid: str | None, what: str
+    ) -> None:
+        self._store, self._expect_sha256, self._expect_oid, self._what = store, sha256, git_oid, what
+        self._hasher = Hasher(size)
+        self._key = layout.blob_key(sha256) if sha256 else layout.upload_key()
+        self._writer: ObjectWriter | None = store.driver.writer(self._key)
+        self.digests: Digests | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._writer is not None, "writer is closed"
+        self._hasher.update(data)
+        self._writer.write(data)
+
+    @property
+    def written(self) -> int:
+        return self._hasher.size
+
+    def commit(self) -> Digests:
+        """Verify, then make the blob visible. Raises DigestMismatchError (and discards) on any mismatch."""
+        assert self._writer is not None, "writer is closed"
+        try:
+            digests = self._hasher.finish()
+            check(digests, sha256=self._expect_sha256, git_oid=self._expect_oid, what=self._what)
+        except BaseException:
+            self.cancel()
+            raise
+        writer, self._writer = self._writer, None
+        writer.commit()
+        if self._expect_sha256 is None:
+            self._store.driver.move(self._key, layout.blob_key(digests.sha256))
+        self.digests = digests
+        return digests
+
+    def cancel(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.cancel()
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is not None or self.digests is None:
+            self.cancel()
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver, *, presign_ttl_seconds: int = 3600) -> None:
+        self.driver = driver
+        self.presign_ttl_seconds = presign_ttl_seconds
+
+    def check_layout(self) -> None:
+        """Write the layout marker on a new store; refuse a store of an unknown layout version."""
+        try:
+            version = self.driver.get_bytes(layout.LAYOUT_KEY).decode().strip()
+        except ObjectNotFoundError:
+            self.driver.put_bytes(layout.LAYOUT_KEY, layout.LAYOUT_VERSION.encode() + b"\n")
+            return
+        if version != layout.LAYOUT_VERSION:
+            raise StorageError(f"The store has layout version {version!r}; this hubgate knows {layout.LAYOUT_VERSION!r}")
+
+    # blobs
+    def stat(self, sha256: str) -> ObjectInfo | None:
+        return self.driver.stat(layout.blob_key(sha256))
+
+    def has(self, sha256: str) -> bool:
+        return self.stat(sha256) is not None
+
+    def open(self, sha256: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        try:
+            return self.driver.open(layout.blob_key(sha256), offset, length)
+        except ObjectNotFoundError as exc:
+            raise BlobNotFoundError(f"Blob {sha256} is missing from the store") from exc
+
+    def ingest(self, *, size: int, sha256: str | None = None, git_oid: str | None = None, what: str = "blob") -> BlobWriter:
+        return BlobWriter(self, size=size, sha256=sha256, git_oid=git_oid, what=what)
+
+    def ingest_file(self, source: BinaryIO, *, size: int, sha256: str | None = None, git_oid: str | None = None,
+                    what: str = "blob", chunk_size: int = 8 * 1024 * 1024) -> Digests:
+        """Copy ``source`` in, hashing as it goes. Raises DigestMismatchError on a mismatch."""
+        with self.ingest(size=size, sha256=sha256, git_oid=git_oid, what=what) as w:
+            while chunk := source.read(chunk_size):
+                w.write(chunk)
+            return w.commit()
+
+    def redirect_url(self, sha256: str, *, filename: str) -> str | None:
+        return self.driver.redirect_url(layout.blob_key(sha256), ttl_seconds=self.presign_ttl_seconds, filename=filename)
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.driver.local_path(layout.blob_key(sha256))
+
+    def delete(self, sha256: str) -> None:
+        self.driver.delete(layout.blob_key(sha256))
+
+    def iter_digests(self) -> Iterator[str]:
+        for key in self.driver.iter_keys(layout.BLOBS_PREFIX):
+            digest = layout.digest_from_blob_key(key)
+            if digest:
+                yield digest
+
+    # manifests and refs
+    def put_manifest(self, manifest: Manifest) -> str:
+        """Store the canonical manifest; return its digest."""
+        data = manifest.to_canonical_json()
+        self.driver.put_bytes(layout.manifest_key(manifest.repo, manifest.commit), data)
+        return manifest.digest()
+
+    def get_manifest(self, repo: RepoRef, commit: str) -> Manifest:
+        return Manifest.from_json(self.driver.get_bytes(layout.manifest_key(repo, commit)))
+
+    def put_ref(self, repo: RepoRef, ref_name: str, commit: str) -> None:
+        self.driver.put_bytes(layout.ref_key(repo, ref_name), commit.encode() + b"\n")

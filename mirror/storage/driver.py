@@ -1,0 +1,61 @@
+"""The storage driver contract: dumb keyed objects. Content addressing and verification live above, in blobs.py.
+
+Keys are relative, ``/``-separated and built only by ``layout.py``. Optional capabilities
+(``redirect_url``, ``local_path``) return None instead of raising when a driver lacks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: float  # unix seconds
+
+
+class ObjectWriter(Protocol):
+    """Bytes written here are invisible until ``commit``; ``cancel`` discards them."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+    def commit(self) -> None: ...
+    def cancel(self) -> None: ...
+
+
+class StorageDriver(Protocol):
+    name: str
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """A reader of ``length`` bytes (all when None) from ``offset``. Raises ObjectNotFoundError."""
+        ...
+
+    def writer(self, key: str) -> ObjectWriter: ...
+
+    def get_bytes(self, key: str) -> bytes:
+        """Whole object; meant for small ones (manifests, refs). Raises ObjectNotFoundError."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Atomic: readers see the old object or the new one, never a part."""
+        ...
+
+    def move(self, src: str, dst: str) -> None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+        ...
+
+    def iter_keys(self, prefix: str) -> Iterator[str]:
+        """Every key starting with ``prefix``, in lexicographic order."""
+        ...
+
+    def redirect_url(self, key: str, *, ttl_seconds: int, filename: str) -> str | None: ...
+
+    def local_path(self, key: str) -> Path | None: ...

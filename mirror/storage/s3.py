@@ -1,0 +1,226 @@
+"""S3-compatible driver (AWS, MinIO, Ceph RGW) over boto3.
+
+A writer is a multipart upload that is completed only on ``commit`` (after the blob store has
+verified the digests) and aborted on ``cancel``, so unverified bytes never appear under a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mirror.errors import ObjectNotFoundError, StorageError
+from mirror.settings import S3Settings
+from mirror.storage.driver import ObjectInfo
+
+_MIN_PART = 5 * 1024 * 1024
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+class _BodyReader:
+    """A file-like view of a GetObject body."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def read(self, size: int = -1) -> bytes:
+        return self._body.read(None if size < 0 else size)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "_BodyReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _S3Writer:
+    def __init__(self, driver: "S3Driver", key: str) -> None:
+        self._d, self._key = driver, key
+        self._buf = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._closed = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert not self._closed, "writer is closed"
+        self._buf += data
+        if len(self._buf) >= self._d.part_size:
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        c = self._d.client
+        try:
+            if self._upload_id is None:
+                self._upload_id = c.create_multipart_upload(Bucket=self._d.bucket, Key=self._d.key(self._key))["UploadId"]
+            number = len(self._parts) + 1
+            resp = c.upload_part(
+                Bucket=self._d.bucket, Key=self._d.key(self._key), UploadId=self._upload_id,
+                PartNumber=number, Body=bytes(self._buf),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 upload of {self._key} failed: {exc}") from exc
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+        self._buf.clear()
+
+    def commit(self) -> None:
+        assert not self._closed, "writer is closed"
+        self._closed = True
+        c, bucket, key = self._d.client, self._d.bucket, self._d.key(self._key)
+        try:
+            if self._upload_id is None:
+                c.put_object(Bucket=bucket, Key=key, Body=bytes(self._buf))
+                return
+            if self._buf:
+                self._flush_part()
+            c.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self._abort()
+            raise StorageError(f"S3 upload of {self._key} failed: {exc}") from exc
+        finally:
+            self._buf = bytearray()
+
+    def cancel(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        self._abort()
+
+    def _abort(self) -> None:
+        if self._upload_id is not None:
+            try:
+                self._d.client.abort_multipart_upload(
+                    Bucket=self._d.bucket, Key=self._d.key(self._key), UploadId=self._upload_id
+                )
+            except (ClientError, BotoCoreError):
+                pass  # an orphaned upload is cleaned by the bucket's lifecycle rule
+            self._upload_id = None
+
+
+class S3Driver:
+    name = "s3"
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.bucket = settings.bucket
+        self.prefix = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
+        self.part_size = max(settings.part_size, _MIN_PART)
+        self._ttl_default = settings.presign_ttl_seconds
+        common: dict[str, Any] = {
+            "region_name": settings.region,
+            "aws_access_key_id": settings.access_key_id,
+            "aws_secret_access_key": settings.secret_access_key,
+            "config": Config(
+                signature_version="s3v4", s3={"addressing_style": "path"},
+                retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
+            ),
+        }
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=settings.endpoint_url, **common)
+        self._presigner = session.client(
+            "s3", endpoint_url=settings.public_endpoint_url or settings.endpoint_url, **common
+        )
+
+    def key(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"Invalid storage key {key!r}")
+        return self.prefix + key
+
+    def check(self) -> None:
+        """Raise StorageError naming the bucket if it cannot be reached."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(key))
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise StorageError(f"S3 stat of {key} failed: {exc}") from exc
+        return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"].timestamp())
+
+    def open(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(key)}
+        if length == 0:
+            return _BodyReader(_Empty())  # type: ignore[return-value]
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            params["Range"] = f"bytes={offset}-{end}"
+        try:
+            return _BodyReader(self.client.get_object(**params)["Body"])  # type: ignore[return-value]
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise ObjectNotFoundError(f"Object {key} not found") from exc
+            raise StorageError(f"S3 read of {key} failed: {exc}") from exc
+
+    def writer(self, key: str) -> _S3Writer:
+        self.key(key)
+        return _S3Writer(self, key)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 write of {key} failed: {exc}") from exc
+
+    def move(self, src: str, dst: str) -> None:
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self.key(src)}, self.bucket, self.key(dst))
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise ObjectNotFoundError(f"Object {src} not found") from exc
+            raise StorageError(f"S3 copy of {src} failed: {exc}") from exc
+        self.delete(src)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(key))
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise StorageError(f"S3 delete of {key} failed: {exc}") from exc
+
+    def iter_keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix):]
+
+    def redirect_url(self, key: str, *, ttl_seconds: int, filename: str) -> str | None:
+        return self._presigner.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket, "Key": self.key(key),
+                "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+            },
+            ExpiresIn=ttl_seconds or self._ttl_default,
+        )
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+class _Empty:
+    def read(self, size: int | None = None) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

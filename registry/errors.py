@@ -1,0 +1,37 @@
+"""Domain errors. They know nothing about HTTP: api/errors.py maps them to status codes."""
+
+
+class HubgateError(Exception):
+    """Base of every error hubgate raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(HubgateError):
+    """A repo id, revision, path or other input does not follow the grammar."""
+
+
+class RepoNotFoundError(HubgateError):
+    """The repo is unknown, not approved, or not visible to the caller."""
+
+
+class RevisionNotFoundError(HubgateError):
+    """The revision is not a published commit or a ref of the repo."""
+
+    def __init__(self, message: str, *, commit: str | None = None) -> None:
+        super().__init__(message)
+        self.commit = commit
+
+
+class EntryNotFoundError(HubgateError):
+    """The path does not exist in the commit. ``commit`` enables negative caching."""
+
+    def __init__(self, message: str, *, commit: str) -> None:
+        super().__init__(message)
+        self.commit = commit
+
+
+class ConflictError(HubgateError):
+    """The change contradicts what is already stored (e.g. another manifest for the same commit)."""

@@ -1,0 +1,132 @@
+"""The snapshot manifest: one repo at one full commit, the unit of publication.
+
+One schema serves three places: the canonical JSON in the object store, the DB index, and
+bundles. Canonical JSON is sorted keys, ``(",", ":")`` separators, UTF-8 and a trailing
+newline; the manifest digest is the sha256 of exactly those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from registry.errors import InvalidInputError
+from registry.gitobjects import GitFile, blob_oid, lfs_pointer
+from registry.types import RepoRef, RepoType, validate_commit, validate_path, validate_repo_id, validate_sha256
+
+SCHEMA = "hubgate.snapshot/1"
+
+
+class ManifestEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    sha256: str
+    git_oid: str  # git blob id of the content itself (the Hub's ETag for regular files)
+    lfs: bool
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return validate_path(v)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        return validate_sha256(v)
+
+    @field_validator("git_oid")
+    @classmethod
+    def _git_oid(cls, v: str) -> str:
+        return validate_commit(v)  # same grammar: 40 lowercase hex
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("size must be >= 0")
+        return v
+
+    @property
+    def etag(self) -> str:
+        """The id the Hub uses as ETag and HF caches use as blob name."""
+        return self.sha256 if self.lfs else self.git_oid
+
+    @property
+    def tree_oid(self) -> str:
+        """What git stores for this path: the pointer's blob id for LFS files."""
+        return blob_oid(self.pointer) if self.lfs else self.git_oid
+
+    @property
+    def pointer(self) -> bytes:
+        return lfs_pointer(self.sha256, self.size)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_: str = SCHEMA
+    repo_type: RepoType
+    repo_id: str
+    commit: str
+    created_at: str
+    source: dict[str, Any] = {}
+    files: tuple[ManifestEntry, ...]
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        return validate_repo_id(v)
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        return validate_commit(v)
+
+    @model_validator(mode="after")
+    def _sorted_unique(self) -> "Manifest":
+        paths = [f.path for f in self.files]
+        if paths != sorted(paths) or len(set(paths)) != len(paths):
+            raise ValueError("files must be sorted by path and unique")
+        seen = set(paths)
+        for p in paths:  # a path may not be both a file and a directory
+            parts = p.split("/")
+            for depth in range(1, len(parts)):
+                if "/".join(parts[:depth]) in seen:
+                    raise ValueError(f"{p!r} lies under a file")
+        return self
+
+    @property
+    def repo(self) -> RepoRef:
+        return RepoRef(self.repo_type, self.repo_id)
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def git_files(self) -> list[GitFile]:
+        return [GitFile(f.path, f.tree_oid) for f in self.files]
+
+    def to_canonical_json(self) -> bytes:
+        doc = self.model_dump(mode="json")
+        doc["schema"] = doc.pop("schema_")
+        return (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_canonical_json()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        """Parse a stored manifest. Raises InvalidInputError on anything that is not a valid manifest."""
+        try:
+            doc = json.loads(data)
+            if doc.get("schema") != SCHEMA:
+                raise InvalidInputError(f"Unknown manifest schema {doc.get('schema')!r}")
+            doc["schema_"] = doc.pop("schema")
+            return cls.model_validate(doc)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidInputError(f"Invalid manifest: {exc}") from exc

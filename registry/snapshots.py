@@ -1,0 +1,95 @@
+"""Publishing: a manifest and the refs that point at it become visible in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import Session, select
+
+from registry.errors import ConflictError, RevisionNotFoundError
+from registry.manifest import Manifest
+from registry.models import Ref, Repo, Snapshot, SnapshotFile, utcnow
+from registry.refs import RefName
+from registry.types import RepoRef
+
+
+@dataclass
+class PublishResult:
+    created: bool
+    refs_moved: list[str] = field(default_factory=list)
+
+
+def get_or_create_repo(session: Session, repo: RepoRef) -> Repo:
+    row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
+    if row is None:
+        row = Repo(repo_type=repo.type.value, repo_id=repo.id)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def publish(
+    session: Session,
+    manifest: Manifest,
+    *,
+    manifest_digest: str,
+    info: dict[str, Any],
+    refs: Sequence[RefName] = (),
+) -> PublishResult:
+    """Index ``manifest`` and point ``refs`` at its commit, inside the caller's transaction.
+
+    Idempotent: publishing the same manifest again creates nothing and only moves refs that
+    point elsewhere. Raises ConflictError if another manifest is already published for the commit.
+    """
+    repo_row = get_or_create_repo(session, manifest.repo)
+    assert repo_row.pk is not None
+    snap = session.exec(
+        select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == manifest.commit)
+    ).first()
+    created = False
+    if snap is not None:
+        if snap.manifest_digest != manifest_digest:
+            raise ConflictError(
+                f"{manifest.repo} commit {manifest.commit} is already published with different content"
+            )
+    else:
+        snap = Snapshot(
+            repo_pk=repo_row.pk,
+            commit=manifest.commit,
+            manifest_digest=manifest_digest,
+            file_count=len(manifest.files),
+            total_size=manifest.total_size,
+            info=info,
+        )
+        session.add(snap)
+        session.flush()
+        assert snap.pk is not None
+        session.add_all(
+            SnapshotFile(snapshot_pk=snap.pk, path=f.path, size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs)
+            for f in manifest.files
+        )
+        created = True
+    moved = [r.name for r in refs if set_ref(session, repo_row, r, manifest.commit)]
+    session.flush()
+    return PublishResult(created=created, refs_moved=moved)
+
+
+def set_ref(session: Session, repo_row: Repo, ref: RefName, commit: str) -> bool:
+    """Point ``ref`` at ``commit`` (which must be published). Returns whether anything changed."""
+    exists = session.exec(
+        select(Snapshot.pk).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)
+    ).first()
+    if exists is None:
+        raise RevisionNotFoundError(f"Commit {commit} is not published in {repo_row.repo_id}")
+    row = session.get(Ref, (repo_row.pk, ref.name))
+    if row is not None and row.commit == commit and row.kind == ref.kind:
+        return False
+    if row is None:
+        assert repo_row.pk is not None
+        row = Ref(repo_pk=repo_row.pk, name=ref.name, kind=ref.kind, commit=commit)
+    else:
+        row.commit, row.kind, row.updated_at = commit, ref.kind, utcnow()
+    session.add(row)
+    return True
