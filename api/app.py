@@ -1,21 +1,24 @@
-"""create_app(settings): build the services, mount the routes, install the error handlers."""
+"""create_app(settings): build the services, mount the routes, install the error handlers, run the in-process worker."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.engine import Engine
 from starlette.routing import Route
 
+from api.admin.routes import router as admin_router
 from api.errors import hubgate_error_handler
 from api.hub import files, repos
 from api.hub.cache import MetadataCache
 from api.services import Services
 from api.settings import Settings, load
 from mirror.storage import open_store
-from mirror.storage.blobs import BlobStore
+from mirror.sync import SyncOptions, Syncer
+from mirror.worker import Worker
 from registry.db import make_engine
 from registry.errors import HubgateError
 
@@ -24,24 +27,44 @@ log = logging.getLogger(__name__)
 
 def build_services(settings: Settings) -> Services:
     """Open the DB and the store once; raises StorageError / DB errors naming what is wrong."""
-    if settings.database_url is None or settings.storage == "local":
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    engine: Engine = make_engine(settings.database)
-    store: BlobStore = open_store(settings.storage_settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database)
+    store = open_store(settings.storage_settings)
     return Services(settings, engine, store, MetadataCache(engine, ref_ttl=settings.ref_cache_seconds))
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+def build_worker(svc: Services) -> Worker:
+    options = SyncOptions(file_workers=svc.settings.sync_file_workers, range_workers=svc.settings.sync_range_workers)
+    syncer = Syncer(svc.engine, svc.store, svc.upstream(), options)
+    return Worker(svc.engine, syncer, lease_seconds=svc.settings.worker_lease_seconds)
+
+
+def create_app(settings: Settings, services: Services | None = None, *, run_worker: bool | None = None) -> FastAPI:
     svc = services or build_services(settings)
-    app = FastAPI(title="hubgate", version="0.1.0", docs_url="/registry/docs", openapi_url="/registry/openapi.json")
+    start_worker = settings.worker_in_process if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = build_worker(svc) if start_worker else None
+        if worker is not None:
+            worker.start(settings.worker_threads)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(title="hubgate", version="0.1.0", docs_url="/registry/docs",
+                  openapi_url="/registry/openapi.json", lifespan=lifespan)
     app.state.services = svc
     app.add_exception_handler(HubgateError, hubgate_error_handler)
+    app.include_router(admin_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    hub_routes = [
+    app.router.routes.extend([
         Route("/api/whoami-v2", repos.whoami, methods=["GET"]),
         Route("/api/agent-harnesses", repos.agent_harnesses, methods=["GET"]),
         Route("/api/models", repos.list_repos, methods=["GET"]),
@@ -49,8 +72,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         Route("/api/{repo_type:str}/{rest:path}", repos.repo_api, methods=["GET", "POST"]),
         # Last: everything else may be /{repo}/resolve/{rev}/{path}.
         Route("/{rest:path}", files.resolve_file, methods=["GET", "HEAD"]),
-    ]
-    app.router.routes.extend(hub_routes)
+    ])
     return app
 
 

@@ -10,11 +10,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from api.settings import ConfigError, Settings, load
 from mirror.errors import DigestMismatchError
 from registry.errors import HubgateError, InvalidInputError
 from registry.types import RepoRef
+
+if TYPE_CHECKING:
+    from registry.audit import Actor
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
 
@@ -69,6 +73,168 @@ def _add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=_cmd_import)
 
 
+CLI_ACTOR_NAME = "cli"
+
+
+def _cli_actor() -> "Actor":
+    import getpass
+
+    from registry.audit import Actor
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    return Actor(f"{CLI_ACTOR_NAME}:{user}", "admin", "cli")
+
+
+def _print_request(r) -> None:  # type: ignore[no-untyped-def]
+    from api.admin.schemas import RequestPublic
+
+    print(RequestPublic.of(r).model_dump_json(indent=2))
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from registry import tokens
+    from registry.db import session_scope
+
+    svc = build_services(_settings(args))
+    with session_scope(svc.engine) as session:
+        t = tokens.create(session, name=args.name, role=args.role, actor=_cli_actor())
+    print(f"token {t.token_id} ({t.role}) for {t.name}; shown once, store it now:")
+    print(t.token)
+    return EXIT_OK
+
+
+def _add_token_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("token", help="API tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    c = tsub.add_parser("create", help="create a token (its secret is printed once)")
+    c.add_argument("--role", required=True, choices=["reader", "requester", "admin"])
+    c.add_argument("--name", default="admin", help="who the token is for")
+    c.set_defaults(func=_cmd_token_create)
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from mirror.intake import create_request
+
+    svc = build_services(_settings(args))
+    req = create_request(
+        svc.engine, svc.upstream(), svc.settings.policy, repo=RepoRef.parse(args.repo_type, args.repo),
+        revision=args.revision, allow_patterns=args.allow, ignore_patterns=args.ignore, reason=args.reason,
+        actor=_cli_actor(),
+    )
+    _print_request(req)
+    return EXIT_OK
+
+
+def _add_request_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("request", help="request a repo from the upstream at a revision (shows policy findings)")
+    p.add_argument("repo", help="repo id, e.g. openai-community/gpt2")
+    p.add_argument("--repo-type", default="model", choices=["model", "dataset"])
+    p.add_argument("--revision", default="main", help="branch, tag or full commit sha (default main)")
+    p.add_argument("--allow", action="append", help="only files matching this pattern (repeatable)")
+    p.add_argument("--ignore", action="append", help="skip files matching this pattern (repeatable)")
+    p.add_argument("--reason", default="", help="why the repo is needed")
+    p.set_defaults(func=_cmd_request)
+
+
+def _cmd_requests(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from api.app import build_services
+    from registry import workflow
+
+    svc = build_services(_settings(args))
+    with Session(svc.engine) as session:
+        rows = workflow.list_requests(session, state=args.state, limit=args.limit)
+    print(f"{'ID':>5}  {'STATE':<10} {'VERDICT':<12} {'REPO':<40} {'REVISION':<12} COMMIT")
+    for r in rows:
+        print(f"{r.pk:>5}  {r.state:<10} {r.verdict:<12} {r.repo_type + ':' + r.repo_id:<40} {r.revision:<12} {r.commit}")
+    return EXIT_OK
+
+
+def _add_requests_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("requests", help="list mirror requests")
+    p.add_argument("--state", choices=["pending", "approved", "syncing", "available", "rejected", "failed"])
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=_cmd_requests)
+
+
+def _decide(args: argparse.Namespace, action: str) -> int:
+    from api.app import build_services
+    from registry import workflow
+    from registry.db import session_scope
+
+    svc = build_services(_settings(args))
+    with session_scope(svc.engine) as session:
+        if action == "reject":
+            req = workflow.reject(session, args.id, _cli_actor(), args.reason)
+        else:
+            req = getattr(workflow, action)(session, args.id, _cli_actor())
+    _print_request(req)
+    return EXIT_OK
+
+
+def _add_decision_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for action, text in (("approve", "approve a pending request (queues its sync)"),
+                         ("reject", "reject a pending request"), ("retry", "retry a failed request")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("id", type=int, help="request id")
+        if action == "reject":
+            p.add_argument("--reason", required=True)
+        p.set_defaults(func=lambda a, action=action: _decide(a, action))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from api.app import build_services, build_worker
+
+    settings = _settings(args)
+    worker = build_worker(build_services(settings))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    worker.start(args.threads or settings.worker_threads)
+    logging.getLogger(__name__).info("worker %s running", worker.worker_id)
+    done.wait()
+    worker.stop()
+    return EXIT_OK
+
+
+def _add_worker_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("worker", help="run sync workers without the API")
+    p.add_argument("--threads", type=int, help="jobs at once (HUBGATE_WORKER_THREADS)")
+    p.set_defaults(func=_cmd_worker)
+
+
+def _cmd_upstream_token(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from registry import secrets
+    from registry.db import session_scope
+
+    settings = _settings(args)
+    svc = build_services(settings)
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise InvalidInputError("No token on standard input")
+    key = secrets.load_or_create_key(settings.key_file)
+    with session_scope(svc.engine) as session:
+        secrets.set_secret(session, key, secrets.UPSTREAM_TOKEN, token, actor=_cli_actor())
+    print("upstream token stored (encrypted)")
+    return EXIT_OK
+
+
+def _add_upstream_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("upstream-token", help="store the upstream Hub token, encrypted (read from stdin)")
+    p.add_argument("action", choices=["set"])
+    p.set_defaults(func=_cmd_upstream_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubgate", description="Hugging Face Hub mirror and registry")
     parser.add_argument("--config", type=Path, help="TOML settings file (HUBGATE_CONFIG)")
@@ -81,11 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
 _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
     _add_serve_parser,
     _add_import_parser,
+    _add_token_parser,
+    _add_request_parser,
+    _add_requests_parser,
+    _add_decision_parsers,
+    _add_worker_parser,
+    _add_upstream_parser,
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

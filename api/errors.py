@@ -10,14 +10,19 @@ from starlette.responses import JSONResponse
 from api.hub import wire
 from api.hub.ranges import RangeNotSatisfiableError
 from mirror.errors import BlobNotFoundError, DigestMismatchError, ImportSourceError, StorageError
+from mirror.upstream import UpstreamError, UpstreamGatedError, UpstreamNotFoundError
 from registry.errors import (
     ConflictError,
     EntryNotFoundError,
     HubgateError,
     InvalidInputError,
+    NotFoundError,
+    PolicyBlockedError,
     RepoNotFoundError,
     RevisionNotFoundError,
 )
+from registry.secrets import SecretKeyError
+from registry.tokens import NotAuthenticatedError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,14 @@ ERROR_TABLE: dict[type[HubgateError], tuple[int, str | None]] = {
     DigestMismatchError: (422, None),
     BlobNotFoundError: (503, None),
     StorageError: (503, None),
+    NotAuthenticatedError: (401, wire.REPO_NOT_FOUND),  # what the Hub sends an anonymous client
+    PermissionDeniedError: (403, None),
+    PolicyBlockedError: (422, None),
+    NotFoundError: (404, None),
+    UpstreamNotFoundError: (404, None),
+    UpstreamGatedError: (403, None),
+    UpstreamError: (502, None),
+    SecretKeyError: (500, None),
 }
 
 ADMIN_PREFIX = "/registry/"
@@ -52,12 +65,18 @@ async def hubgate_error_handler(request: Request, exc: Exception) -> JSONRespons
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     message = exc.message if status < 500 else "The server could not serve this file; an operator has been alerted"
     if request.url.path.startswith(ADMIN_PREFIX):
-        return JSONResponse({"code": code or type(exc).__name__, "message": message}, status_code=status)
+        body: dict[str, object] = {"code": type(exc).__name__, "message": message}
+        if isinstance(exc, PolicyBlockedError):
+            body["findings"] = exc.findings
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(body, status_code=status, headers=extra)
     headers = {"X-Error-Message": _header_safe(message)}
     if code:
         headers[wire.X_ERROR_CODE] = code
     if isinstance(exc, EntryNotFoundError):
         headers[wire.X_REPO_COMMIT] = exc.commit
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RangeNotSatisfiableError):
         headers["Content-Range"] = f"bytes */{exc.size}"
     return JSONResponse({"error": message}, status_code=status, headers=headers)

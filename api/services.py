@@ -1,18 +1,27 @@
-"""What the routes share: settings, DB engine, blob store and caches, built once in create_app."""
+"""What the routes share: settings, DB engine, blob store, upstream and caches, built once in create_app."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.hub.cache import CommitIndex, MetadataCache
 from api.settings import Settings
 from mirror.storage.blobs import BlobStore
+from mirror.upstream import HubUpstream
+from registry import secrets, tokens
+from registry.audit import Actor
 from registry.catalog import SnapshotView
+from registry.db import session_scope
 from registry.types import RepoRef
+
+_TOKEN_CACHE_SECONDS = 2.0
 
 
 @dataclass
@@ -21,7 +30,11 @@ class Services:
     engine: Engine
     store: BlobStore
     cache: MetadataCache
+    _upstream: HubUpstream | None = None
+    _tokens: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    # -- catalog, cached
     async def snapshot(self, repo: RepoRef, revision: str | None) -> SnapshotView:
         snap = self.cache.cached_snapshot(repo, revision)
         if snap is None:
@@ -39,6 +52,48 @@ class Services:
         if self.settings.public_url:
             return self.settings.public_url
         return f"{request.url.scheme}://{request.url.netloc}"
+
+    # -- auth
+    def authenticate(self, token: str) -> Actor | None:
+        """Blocking: the actor for a token, or None if hubgate does not know it. Cached briefly."""
+        hit = self._tokens.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        with session_scope(self.engine) as session:
+            try:
+                row = tokens.authenticate(session, token)
+                actor: Actor | None = Actor(row.name, row.role)
+                tokens.touch(session, row)
+            except tokens.NotAuthenticatedError:
+                actor = None
+        if len(self._tokens) > 10000:
+            self._tokens.clear()
+        self._tokens[token] = (actor, time.monotonic() + _TOKEN_CACHE_SECONDS)
+        return actor
+
+    # -- upstream
+    def upstream(self) -> HubUpstream:
+        with self._lock:
+            if self._upstream is None:
+                token = self.settings.upstream_token
+                if token is None:
+                    key = secrets.load_or_create_key(self.settings.key_file)
+                    with Session(self.engine) as session:
+                        token = secrets.get_secret(session, key, secrets.UPSTREAM_TOKEN)
+                self._upstream = HubUpstream(self.settings.upstream_url, token)
+            return self._upstream
+
+    def reset_upstream(self) -> None:
+        with self._lock:
+            if self._upstream is not None:
+                self._upstream.close()
+            self._upstream = None
+
+
+def bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def services(request: Request) -> Services:

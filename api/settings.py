@@ -16,7 +16,7 @@ from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mirror.settings import S3Settings, StorageSettings
-from registry.settings import DatabaseSettings
+from registry.settings import DatabaseSettings, PolicySettings
 
 
 class ConfigError(Exception):
@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     list_page_size: int = Field(1000, ge=1, le=10000, description="Repos per /api/models page")
     ref_cache_seconds: float = Field(2.0, ge=0, le=3600, description="How long a branch -> commit answer is cached per process")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    anonymous_read: bool = Field(True, description="Serve approved content without a token; false: every Hub request needs one")
+    secret_key_file: Path | None = Field(None, description="Key that encrypts stored secrets; default <data_dir>/secret.key (created 0600)")
+    upstream_url: str = Field("https://huggingface.co", description="The Hub (or an outer hubgate) that requests and syncs read from")
+    upstream_token: str | None = Field(None, description="Upstream token from the environment (else `hubgate upstream-token set`, stored encrypted)")
+    worker_in_process: bool = Field(True, description="`hubgate serve` also runs a sync worker")
+    worker_threads: int = Field(1, ge=1, le=32, description="Jobs a worker process runs at once")
+    worker_lease_seconds: float = Field(60.0, ge=2, le=3600, description="A job whose worker stops renewing its lease this long returns to the queue")
+    sync_file_workers: int = Field(4, ge=1, le=64, description="Files a sync downloads in parallel")
+    sync_range_workers: int = Field(4, ge=1, le=64, description="Parallel range requests per large file")
+    license_allowlist: list[str] = Field([], description="Licenses that may be auto-approved (comma-separated)")
+    license_denylist: list[str] = Field([], description="Licenses that block a request (comma-separated)")
+    auto_approve_orgs: list[str] = Field([], description="Orgs whose allowed-license, pickle-free, code-free repos are approved automatically")
+    max_repo_bytes: int | None = Field(None, ge=1, description="Requests above this many bytes are blocked")
+    block_pickle: bool = Field(False, description="Block repos with pickle-based weights")
+    block_remote_code: bool = Field(False, description="Block repos carrying remote code")
+
+    @field_validator("license_allowlist", "license_denylist", "auto_approve_orgs", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -77,6 +99,18 @@ class Settings(BaseSettings):
     def database(self) -> DatabaseSettings:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'hubgate.db').resolve()}"
         return DatabaseSettings(url=url)
+
+    @property
+    def policy(self) -> PolicySettings:
+        return PolicySettings(
+            license_allowlist=tuple(self.license_allowlist), license_denylist=tuple(self.license_denylist),
+            auto_approve_orgs=tuple(self.auto_approve_orgs), max_bytes=self.max_repo_bytes,
+            block_pickle=self.block_pickle, block_remote_code=self.block_remote_code,
+        )
+
+    @property
+    def key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
 
     @property
     def storage_settings(self) -> StorageSettings:
@@ -139,6 +173,6 @@ def reference_rows() -> list[tuple[str, str, str]]:
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "" if default is None else str(default)
+        shown = "" if default is None or default == [] else str(default)
         rows.append((f"HUBGATE_{name.upper()}", shown, field.description or ""))
     return rows

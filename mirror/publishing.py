@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from mirror import repoinfo
 from mirror.errors import BlobNotFoundError
@@ -13,16 +14,25 @@ from mirror.storage.blobs import BlobStore
 from registry import snapshots
 from registry.db import session_scope
 from registry.manifest import Manifest
-from registry.refs import RefName
+from registry.models import KnownBlob, Ref
+from registry.refs import RefName, parse_ref
 
 log = logging.getLogger(__name__)
 
 
 def publish_manifest(
-    engine: Engine, store: BlobStore, manifest: Manifest, refs: Sequence[RefName] = ()
+    engine: Engine,
+    store: BlobStore,
+    manifest: Manifest,
+    refs: Sequence[RefName] = (),
+    *,
+    default_main: bool = False,
+    in_transaction: Callable[[Session], object] | None = None,
 ) -> snapshots.PublishResult:
     """Make ``manifest`` visible. Every blob it names must already be stored and verified.
 
+    ``default_main`` also points ``main`` at the commit when the repo has no ``main`` yet;
+    ``in_transaction`` runs inside the publishing transaction (e.g. to mark a request available).
     Raises BlobNotFoundError if a blob is missing, ConflictError if the commit is published
     with other content. Nothing becomes visible unless the whole transaction commits.
     """
@@ -31,8 +41,17 @@ def publish_manifest(
         raise BlobNotFoundError(f"Cannot publish {manifest.repo}@{manifest.commit}: blobs missing for {missing[:5]}")
     digest = store.put_manifest(manifest)
     info = repoinfo.describe(store, manifest)
+    refs = list(refs)
     with session_scope(engine) as session:
+        if default_main and not any(r.name == "main" for r in refs):
+            repo_row = snapshots.get_or_create_repo(session, manifest.repo)
+            if session.get(Ref, (repo_row.pk, "main")) is None:
+                refs.append(parse_ref("main"))
         result = snapshots.publish(session, manifest, manifest_digest=digest, info=info, refs=refs)
+        for f in manifest.files:
+            session.merge(KnownBlob(sha256=f.sha256, git_oid=f.git_oid, size=f.size))
+        if in_transaction is not None:
+            in_transaction(session)
     for ref in refs:  # a disaster-recovery copy; the DB is authoritative
         store.put_ref(manifest.repo, ref.name, manifest.commit)
     log.info(

@@ -35,3 +35,19 @@ class EntryNotFoundError(HubgateError):
 
 class ConflictError(HubgateError):
     """The change contradicts what is already stored (e.g. another manifest for the same commit)."""
+
+
+class InvalidTransitionError(ConflictError):
+    """A mirror request cannot move from its current state by this action."""
+
+
+class PolicyBlockedError(HubgateError):
+    """A policy rule forbids the action; ``findings`` says which."""
+
+    def __init__(self, message: str, findings: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+class NotFoundError(HubgateError):
+    """An admin object (request, token, snapshot) does not exist."""

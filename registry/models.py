@@ -57,3 +57,79 @@ class Ref(SQLModel, table=True):
     kind: str = Field(max_length=16)  # branch | tag | pr
     commit: str = Field(max_length=40)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class KnownBlob(SQLModel, table=True):
+    """Every verified blob: lets a sync skip a regular file it already has, found by its git blob id."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    git_oid: str = Field(max_length=40, index=True)
+    size: int
+
+
+class MirrorRequest(SQLModel, table=True):
+    pk: int | None = Field(default=None, primary_key=True)
+    repo_type: str = Field(max_length=16)
+    repo_id: str = Field(max_length=200, index=True)
+    revision: str = Field(max_length=200)  # what was asked for
+    commit: str = Field(max_length=40)  # what it resolved to upstream: the approval is for this sha
+    allow_patterns: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    ignore_patterns: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    reason: str = ""
+    requester: str = Field(max_length=200)
+    state: str = Field(default="pending", max_length=16, index=True)
+    verdict: str = Field(default="review", max_length=16)  # review | auto-approve | blocked
+    findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    changes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    error: str | None = None
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    pk: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="queued", max_length=16, index=True)  # queued | running | done | failed
+    attempts: int = 0
+    max_attempts: int = 3
+    run_after: datetime = Field(default_factory=utcnow)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    token_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=16)  # reader | requester | admin
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = Field(default="cli", max_length=200)
+    revoked: bool = False
+    last_used_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    pk: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(max_length=300)
+    source: str | None = Field(default=None, max_length=100)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SecretValue(SQLModel, table=True):
+    """Secrets hubgate keeps (the upstream token), encrypted with the instance key; never returned."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    ciphertext: str
+    updated_at: datetime = Field(default_factory=utcnow)

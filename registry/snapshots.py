@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from registry.errors import ConflictError, RevisionNotFoundError
+from registry import audit
+from registry.errors import ConflictError, RepoNotFoundError, RevisionNotFoundError
 from registry.manifest import Manifest
 from registry.models import Ref, Repo, Snapshot, SnapshotFile, utcnow
 from registry.refs import RefName
@@ -93,3 +94,34 @@ def set_ref(session: Session, repo_row: Repo, ref: RefName, commit: str) -> bool
         row.commit, row.kind, row.updated_at = commit, ref.kind, utcnow()
     session.add(row)
     return True
+
+
+def move_ref(session: Session, repo: RepoRef, ref: RefName, commit: str, *, actor: audit.Actor) -> bool:
+    """Point ``ref`` at a published commit of ``repo``. Raises RepoNotFoundError / RevisionNotFoundError."""
+    repo_row = _existing_repo(session, repo)
+    changed = set_ref(session, repo_row, ref, commit)
+    audit.record(session, actor, "ref.move", f"{repo}:{ref.name}", commit=commit, changed=changed)
+    return changed
+
+
+def remove_snapshot(session: Session, repo: RepoRef, commit: str, *, actor: audit.Actor) -> list[str]:
+    """Unpublish a commit: its rows and the refs pointing at it go; its blobs stay until gc. Returns the refs removed."""
+    repo_row = _existing_repo(session, repo)
+    snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
+    if snap is None:
+        raise RevisionNotFoundError(f"Commit {commit} is not published in {repo.id}")
+    refs = list(session.exec(select(Ref).where(Ref.repo_pk == repo_row.pk, Ref.commit == commit)).all())
+    for r in refs:
+        session.delete(r)
+    for f in session.exec(select(SnapshotFile).where(SnapshotFile.snapshot_pk == snap.pk)).all():
+        session.delete(f)
+    session.delete(snap)
+    audit.record(session, actor, "snapshot.remove", f"{repo}@{commit}", refs=[r.name for r in refs])
+    return [r.name for r in refs]
+
+
+def _existing_repo(session: Session, repo: RepoRef) -> Repo:
+    row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
+    if row is None:
+        raise RepoNotFoundError(f"Repository {repo.id} not found")
+    return row

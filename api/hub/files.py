@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.auth import hub_reader
 from api.hub import wire
 from api.hub.paths import parse_resolve
 from api.hub.ranges import parse_range
@@ -18,6 +19,7 @@ async def resolve_file(request: Request) -> Response | BlobResponse:
     if target is None:
         return JSONResponse({"error": "Not found"}, status_code=404)
     svc = services(request)
+    await hub_reader(request)
     snapshot = await svc.snapshot(target.repo, target.revision)
     index = await svc.index(snapshot)
     entry = index.entry(target.path)

@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from api.hub import schemas
 from api.hub.cache import CommitIndex
 from api.hub.paths import parse_repo_api, split_raw
-from api.services import Services, services
+from api.auth import hub_reader
+from api.services import Services, bearer, services
 from registry import catalog
 from registry.errors import EntryNotFoundError, InvalidInputError, RepoNotFoundError
 from registry.types import RepoType
@@ -70,6 +71,7 @@ async def repo_api(request: Request) -> Response:
     if request.method == "POST" and call.action != "paths-info":
         return JSONResponse({"error": "Method not allowed"}, status_code=405)
     svc = services(request)
+    await hub_reader(request)
     if call.action == "refs":
         return await _refs(request, svc, call.repo)
     snapshot = await svc.snapshot(call.repo, call.revision)
@@ -148,6 +150,7 @@ async def list_repos(request: Request) -> JSONResponse:
     """``GET /api/models`` and ``/api/datasets``: search, author, filter, sort, limit, paginated."""
     repo_type = RepoType.MODEL if request.url.path.rstrip("/").endswith("models") else RepoType.DATASET
     svc = services(request)
+    await hub_reader(request)
     q = request.query_params
 
     def load() -> list[dict[str, Any]]:
@@ -186,11 +189,16 @@ async def list_repos(request: Request) -> JSONResponse:
 
 
 async def whoami(request: Request) -> JSONResponse:
-    if not request.headers.get("authorization"):
+    """The token's identity, as the Hub answers it (``hf auth whoami``, ``hf auth login``)."""
+    svc, token = services(request), bearer(request)
+    actor = await run_in_threadpool(svc.authenticate, token) if token else None
+    if actor is None:
         return JSONResponse({"error": "Invalid user token"}, status_code=401)
     return JSONResponse({
-        "type": "user", "name": "anonymous", "fullname": "anonymous", "orgs": [],
-        "auth": {"type": "access_token", "accessToken": {"displayName": "anonymous", "role": "read"}},
+        "type": "user", "id": actor.name, "name": actor.name, "fullname": actor.name, "orgs": [],
+        "hubgateRole": actor.role,
+        "auth": {"type": "access_token", "accessToken": {
+            "displayName": actor.name, "role": "read" if actor.role == "reader" else "write"}},
     })
 
 

@@ -1,0 +1,157 @@
+"""Admin endpoints: thin wrappers over registry/mirror functions. Sync ``def``: FastAPI runs them in its threadpool."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlmodel import Session
+
+from api.admin import schemas
+from api.auth import Admin, Reader, Requester
+from api.services import Services, services
+from mirror.intake import create_request
+from mirror.storage import layout
+from registry import audit, catalog, snapshots, tokens, workflow
+from registry.db import session_scope
+from registry.refs import parse_ref
+from registry.types import RepoRef
+
+router = APIRouter(prefix="/registry/v1")
+ERRORS = {400: {"description": "Invalid input"}, 401: {"description": "No or invalid token"},
+          403: {"description": "Role too low"}, 404: {"description": "Not found"}}
+
+
+def _svc(request: Request) -> Services:
+    return services(request)
+
+
+@router.post("/requests", status_code=201, response_model=schemas.RequestPublic, responses=ERRORS | {
+    502: {"description": "Upstream failed"}})
+def create(body: schemas.RequestCreate, actor: Requester, request: Request) -> schemas.RequestPublic:
+    """Request a repo at a revision: resolved upstream to a full sha, with policy findings."""
+    svc = _svc(request)
+    req = create_request(
+        svc.engine, svc.upstream(), svc.settings.policy, repo=RepoRef.parse(body.repo_type, body.repo_id),
+        revision=body.revision, allow_patterns=body.allow_patterns, ignore_patterns=body.ignore_patterns,
+        reason=body.reason, actor=actor,
+    )
+    return schemas.RequestPublic.of(req)
+
+
+@router.get("/requests", response_model=list[schemas.RequestPublic], responses=ERRORS)
+def list_(actor: Reader, request: Request, state: str | None = None, repo_id: str | None = None,
+          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[schemas.RequestPublic]:
+    with Session(_svc(request).engine) as session:
+        return [schemas.RequestPublic.of(r) for r in workflow.list_requests(session, state=state, repo_id=repo_id, limit=limit)]
+
+
+@router.get("/requests/{pk}", response_model=schemas.RequestPublic, responses=ERRORS)
+def get(pk: int, actor: Reader, request: Request) -> schemas.RequestPublic:
+    """One request with its findings, what it would change, and sync progress."""
+    with Session(_svc(request).engine) as session:
+        return schemas.RequestPublic.of(workflow.get(session, pk))
+
+
+@router.post("/requests/{pk}/approve", response_model=schemas.RequestPublic,
+             responses=ERRORS | {409: {"description": "Illegal transition"}, 422: {"description": "Blocked by policy"}})
+def approve(pk: int, actor: Admin, request: Request) -> schemas.RequestPublic:
+    with session_scope(_svc(request).engine) as session:
+        return schemas.RequestPublic.of(workflow.approve(session, pk, actor))
+
+
+@router.post("/requests/{pk}/reject", response_model=schemas.RequestPublic,
+             responses=ERRORS | {409: {"description": "Illegal transition"}})
+def reject(pk: int, body: schemas.RejectBody, actor: Admin, request: Request) -> schemas.RequestPublic:
+    with session_scope(_svc(request).engine) as session:
+        return schemas.RequestPublic.of(workflow.reject(session, pk, actor, body.reason))
+
+
+@router.post("/requests/{pk}/retry", response_model=schemas.RequestPublic,
+             responses=ERRORS | {409: {"description": "Illegal transition"}})
+def retry(pk: int, actor: Admin, request: Request) -> schemas.RequestPublic:
+    with session_scope(_svc(request).engine) as session:
+        return schemas.RequestPublic.of(workflow.retry(session, pk, actor))
+
+
+@router.get("/repos", response_model=list[schemas.SnapshotPublic], responses=ERRORS)
+def repos(actor: Reader, request: Request, repo_type: str = "model") -> list[schemas.SnapshotPublic]:
+    """The default snapshot of every published repo of a type."""
+    from registry.types import RepoType
+
+    with Session(_svc(request).engine) as session:
+        return [_snapshot(s, []) for s in catalog.list_repos(session, RepoType.parse(repo_type))]
+
+
+@router.get("/repos/{repo_type}/{repo_id:path}/snapshots", response_model=list[schemas.SnapshotPublic], responses=ERRORS)
+def repo_snapshots(repo_type: str, repo_id: str, actor: Reader, request: Request) -> list[schemas.SnapshotPublic]:
+    repo = RepoRef.parse(repo_type, repo_id)
+    with Session(_svc(request).engine) as session:
+        refs = catalog.list_refs(session, repo)
+        return [_snapshot(s, [r.name for r in refs if r.commit == s.commit]) for s in catalog.list_snapshots(session, repo)]
+
+
+@router.put("/repos/{repo_type}/{repo_id:path}/refs/{ref}", responses=ERRORS)
+def put_ref(repo_type: str, repo_id: str, ref: str, body: schemas.RefBody, actor: Admin, request: Request) -> dict[str, object]:
+    """Point a ref (``main``, a tag) at an approved, published commit."""
+    svc, repo, name = _svc(request), RepoRef.parse(repo_type, repo_id), parse_ref(ref)
+    with session_scope(svc.engine) as session:
+        changed = snapshots.move_ref(session, repo, name, body.commit, actor=actor)
+    svc.store.put_ref(repo, name.name, body.commit)
+    svc.cache.invalidate()
+    return {"ref": name.name, "commit": body.commit, "changed": changed}
+
+
+@router.delete("/repos/{repo_type}/{repo_id:path}/snapshots/{commit}", responses=ERRORS)
+def remove_snapshot(repo_type: str, repo_id: str, commit: str, actor: Admin, request: Request) -> dict[str, object]:
+    """Unpublish a commit (its blobs stay until gc)."""
+    svc, repo = _svc(request), RepoRef.parse(repo_type, repo_id)
+    with session_scope(svc.engine) as session:
+        removed_refs = snapshots.remove_snapshot(session, repo, commit, actor=actor)
+    svc.store.driver.delete(layout.manifest_key(repo, commit))
+    for name in removed_refs:
+        svc.store.driver.delete(layout.ref_key(repo, name))
+    svc.cache.invalidate()
+    return {"removed": commit, "refs_removed": removed_refs}
+
+
+@router.get("/audit", response_model=list[schemas.AuditPublic], responses=ERRORS)
+def audit_log(actor: Admin, request: Request, action: str | None = None, target: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[schemas.AuditPublic]:
+    with Session(_svc(request).engine) as session:
+        return [schemas.AuditPublic.of(e) for e in audit.query(session, action=action, target=target, limit=limit)]
+
+
+@router.post("/tokens", status_code=201, response_model=schemas.TokenPublic, responses=ERRORS)
+def create_token(body: schemas.TokenCreate, actor: Admin, request: Request) -> schemas.TokenPublic:
+    """Create a token; its secret is in this answer and nowhere else."""
+    with session_scope(_svc(request).engine) as session:
+        t = tokens.create(session, name=body.name, role=body.role, actor=actor)
+    return schemas.TokenPublic(token_id=t.token_id, name=t.name, role=t.role, created_at=_now(), revoked=False, token=t.token)
+
+
+@router.get("/tokens", response_model=list[schemas.TokenPublic], responses=ERRORS)
+def list_tokens(actor: Admin, request: Request) -> list[schemas.TokenPublic]:
+    with Session(_svc(request).engine) as session:
+        return [schemas.TokenPublic(token_id=t.token_id, name=t.name, role=t.role, created_at=t.created_at,
+                                    revoked=t.revoked) for t in tokens.list_tokens(session)]
+
+
+@router.delete("/tokens/{token_id}", responses=ERRORS)
+def revoke_token(token_id: str, actor: Admin, request: Request) -> dict[str, str]:
+    with session_scope(_svc(request).engine) as session:
+        tokens.revoke(session, token_id, actor=actor)
+    return {"revoked": token_id}
+
+
+def _snapshot(s: catalog.SnapshotView, refs: list[str]) -> schemas.SnapshotPublic:
+    return schemas.SnapshotPublic(
+        repo_type=s.repo.type.value, repo_id=s.repo.id, commit=s.commit, file_count=s.file_count,
+        total_size=s.total_size, state=s.state, manifest_digest=s.manifest_digest, created_at=s.created_at, refs=refs,
+    )
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from registry.models import utcnow
+
+    return utcnow()

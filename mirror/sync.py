@@ -1,0 +1,207 @@
+"""Sync one approved request: plan -> fetch (verify while streaming) -> publish, as short named steps.
+
+Nothing of the revision is visible until ``publish`` commits the manifest, its refs and the
+request's ``available`` state in one transaction. Blobs already stored are never fetched
+again, so a sync that a dead worker left half-done resumes where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from mirror.digests import Digests
+from mirror.publishing import publish_manifest
+from mirror.storage.blobs import BlobStore, BlobWriter
+from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError
+from registry import policy, workflow
+from registry.db import session_scope
+from registry.manifest import Manifest, ManifestEntry
+from registry.models import KnownBlob
+from registry.refs import parse_ref
+from registry.types import RepoRef, is_commit_sha
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    file_workers: int = 4
+    range_workers: int = 4
+    part_size: int = 16 * 1024 * 1024
+    parallel_threshold: int = 64 * 1024 * 1024
+    resume_attempts: int = 5
+    progress_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    upstream: UpstreamFile
+    known: KnownBlob | None  # already stored: nothing to fetch
+
+
+class Progress:
+    def __init__(self, files_total: int, bytes_total: int) -> None:
+        self.files_total, self.bytes_total = files_total, bytes_total
+        self.files_done = self.bytes_done = 0
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int = 0, files: int = 0) -> None:
+        with self._lock:
+            self.bytes_done += nbytes
+            self.files_done += files
+
+
+class Syncer:
+    def __init__(self, engine: Engine, store: BlobStore, upstream: HubUpstream, options: SyncOptions | None = None) -> None:
+        self.engine, self.store, self.upstream = engine, store, upstream
+        self.options = options or SyncOptions()
+
+    # step 1
+    def plan(self, repo: RepoRef, commit: str, allow: list[str] | None, ignore: list[str] | None) -> list[PlannedFile]:
+        """The files to publish, each marked with the stored blob that already holds it, if any."""
+        listing = {f.path: f for f in self.upstream.list_files(repo, commit)}
+        chosen = [listing[p] for p in policy.select_files(sorted(listing), allow, ignore)]
+        with Session(self.engine) as session:
+            return [PlannedFile(f, self._known(session, f)) for f in chosen]
+
+    def _known(self, session: Session, f: UpstreamFile) -> KnownBlob | None:
+        if f.lfs_sha256:
+            row = session.get(KnownBlob, f.lfs_sha256)
+        else:
+            row = session.exec(select(KnownBlob).where(KnownBlob.git_oid == f.oid)).first()
+        if row is not None and row.size == f.size and self.store.has(row.sha256):
+            return row
+        return None
+
+    # step 2
+    def fetch(self, repo: RepoRef, commit: str, f: UpstreamFile, progress: Progress) -> Digests:
+        """Download and store one file, verified against the upstream's size and sha256 / git blob id."""
+        expect_sha = f.lfs_sha256
+        expect_oid = None if f.lfs_sha256 else f.oid
+        with self.store.ingest(size=f.size, sha256=expect_sha, git_oid=expect_oid, what=f.path) as w:
+            if f.size >= self.options.parallel_threshold:
+                self._fetch_ranges(repo, commit, f, w, progress)
+            else:
+                self._fetch_stream(repo, commit, f, w, progress)
+            digests = w.commit()
+        with session_scope(self.engine) as session:
+            session.merge(KnownBlob(sha256=digests.sha256, git_oid=digests.git_oid, size=digests.size))
+        return digests
+
+    def _fetch_stream(self, repo: RepoRef, commit: str, f: UpstreamFile, w: BlobWriter, progress: Progress) -> None:
+        failures = 0
+        while True:
+            start = w.written
+            try:
+                with self.upstream.open(repo, commit, f.path, start=start) as chunks:
+                    for chunk in chunks:
+                        w.write(chunk)
+                        progress.add(len(chunk))
+                if w.written >= f.size:
+                    return
+                raise UpstreamError(f"{f.path}: upstream closed after {w.written} of {f.size} bytes")
+            except (httpx.TransportError, UpstreamError) as exc:
+                if isinstance(exc, (UpstreamNotFoundError, UpstreamGatedError)) or failures >= self.options.resume_attempts:
+                    raise
+                failures = 0 if w.written > start else failures + 1
+                log.warning("%s: %s; resuming at byte %d", f.path, exc, w.written)
+                time.sleep(min(2 ** failures * 0.2, 5))
+
+    def _fetch_part(self, repo: RepoRef, commit: str, path: str, start: int, end: int) -> bytes:
+        for attempt in range(self.options.resume_attempts + 1):
+            try:
+                with self.upstream.open(repo, commit, path, start=start, end=end) as chunks:
+                    data = b"".join(chunks)
+                if len(data) != end - start + 1:
+                    raise UpstreamError(f"{path}: part {start}-{end} came back with {len(data)} bytes")
+                return data
+            except (httpx.TransportError, UpstreamError) as exc:
+                if isinstance(exc, (UpstreamNotFoundError, UpstreamGatedError)) or attempt == self.options.resume_attempts:
+                    raise
+                time.sleep(min(2**attempt * 0.2, 5))
+        raise AssertionError("unreachable")
+
+    def _fetch_ranges(self, repo: RepoRef, commit: str, f: UpstreamFile, w: BlobWriter, progress: Progress) -> None:
+        """Parallel range requests, hashed and written strictly in order (memory: a window of parts)."""
+        part, n = self.options.part_size, self.options.range_workers
+        bounds = [(s, min(s + part, f.size) - 1) for s in range(0, f.size, part)]
+        with ThreadPoolExecutor(n, thread_name_prefix="range") as pool:
+            pending: deque[Future[bytes]] = deque()
+            queue = iter(bounds)
+            for s, e in (next(queue, None) for _ in range(2 * n)):
+                if s is None:
+                    break
+                pending.append(pool.submit(self._fetch_part, repo, commit, f.path, s, e))
+            try:
+                while pending:
+                    data = pending.popleft().result()
+                    w.write(data)
+                    progress.add(len(data))
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(self._fetch_part, repo, commit, f.path, *nxt))
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    # the whole job
+    def run(self, request_pk: int, heartbeat: Callable[[], None] = lambda: None) -> Manifest:
+        """Sync a request end to end. Raises on any failure, with nothing published."""
+        with session_scope(self.engine) as session:
+            req = workflow.start(session, request_pk)
+            repo, commit, revision = RepoRef.parse(req.repo_type, req.repo_id), req.commit, req.revision
+            allow, ignore = req.allow_patterns, req.ignore_patterns
+        planned = self.plan(repo, commit, allow, ignore)
+        progress = Progress(len(planned), sum(p.upstream.size for p in planned))
+        entries: dict[str, ManifestEntry] = {}
+        for p in planned:
+            if p.known is not None:
+                entries[p.upstream.path] = ManifestEntry(path=p.upstream.path, size=p.known.size, sha256=p.known.sha256,
+                                                         git_oid=p.known.git_oid, lfs=p.upstream.lfs_sha256 is not None)
+                progress.add(p.upstream.size, 1)
+        todo = [p.upstream for p in planned if p.known is None]
+        log.info("sync %s@%s: %d files, %d to fetch", repo, commit, len(planned), len(todo))
+        self._report(request_pk, progress)
+        with ThreadPoolExecutor(self.options.file_workers, thread_name_prefix="fetch") as pool:
+            futures = {pool.submit(self.fetch, repo, commit, f, progress): f for f in todo}
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, timeout=self.options.progress_interval, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    f = futures[fut]
+                    if fut.exception() is not None:
+                        for other in remaining:
+                            other.cancel()
+                        raise fut.exception()  # type: ignore[misc]
+                    d = fut.result()
+                    entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
+                                                    lfs=f.lfs_sha256 is not None)
+                    progress.add(files=1)
+                self._report(request_pk, progress)
+                heartbeat()
+        manifest = Manifest(
+            repo_type=repo.type, repo_id=repo.id, commit=commit,
+            created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            source={"kind": "upstream", "endpoint": self.upstream.base_url, "revision": revision},
+            files=tuple(entries[p] for p in sorted(entries)),
+        )
+        refs = [] if is_commit_sha(revision) else [parse_ref(revision)]
+        publish_manifest(self.engine, self.store, manifest, refs, default_main=True,
+                         in_transaction=lambda s: workflow.finish(s, request_pk))
+        return manifest
+
+    def _report(self, request_pk: int, p: Progress) -> None:
+        with session_scope(self.engine) as session:
+            workflow.set_progress(session, request_pk, files_done=p.files_done, files_total=p.files_total,
+                                  bytes_done=p.bytes_done, bytes_total=p.bytes_total)

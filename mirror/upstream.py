@@ -1,0 +1,202 @@
+"""The upstream Hub client: huggingface.co, a corporate proxy, or another hubgate (tiered mirrors).
+
+Speaks the same wire protocol hubgate serves. Handles what the real Hub does: LFS files
+answered with a 302 to another origin (fetched *without* the Authorization header),
+paginated tree listings (absolute ``Link`` URLs), gated repos, and 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+
+from registry.errors import HubgateError
+from registry.types import RepoRef, RepoType, validate_commit, validate_path
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_MAX_REDIRECTS = 5
+
+
+class UpstreamError(HubgateError):
+    """The upstream failed or answered something hubgate cannot use."""
+
+
+class UpstreamNotFoundError(UpstreamError):
+    """The repo, revision or file does not exist upstream."""
+
+
+class UpstreamGatedError(UpstreamError):
+    """The repo is gated upstream and the configured token (if any) has no access."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFile:
+    path: str
+    size: int
+    oid: str  # the tree's oid: git blob id of what git stores (the pointer for LFS files)
+    lfs_sha256: str | None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+class HubUpstream:
+    def __init__(
+        self, base_url: str, token: str | None = None, *, timeout: float = 60.0, max_retries: int = 5,
+        backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._max_retries, self._backoff, self._max_backoff = max_retries, backoff_seconds, max_backoff_seconds
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            headers={"user-agent": "hubgate/0.1"},
+        )
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self._token)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- plumbing
+    def _auth(self, url: str) -> dict[str, str]:
+        if self._token and _origin(url) == _origin(self.base_url):
+            return {"authorization": f"Bearer {self._token}"}
+        return {}
+
+    def _sleep_for(self, response: httpx.Response | None, attempt: int) -> float:
+        if response is not None and response.headers.get("retry-after", "").isdigit():
+            return min(float(response.headers["retry-after"]), self._max_backoff)
+        return min(self._backoff * (2**attempt), self._max_backoff)
+
+    def _send(self, method: str, url: str, *, headers: dict[str, str] | None = None, stream: bool = False) -> httpx.Response:
+        """One logical request: retries 408/429/5xx and network errors; follows redirects by hand,
+        sending the token only to the upstream's own origin."""
+        for attempt in range(self._max_retries + 1):
+            target, response = url, None
+            try:
+                for _ in range(_MAX_REDIRECTS + 1):
+                    request = self._client.build_request(method, target, headers={**(headers or {}), **self._auth(target)})
+                    response = self._client.send(request, stream=stream)
+                    if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
+                        response.close()
+                        target = urljoin(target, response.headers["location"])
+                        continue
+                    break
+                else:
+                    raise UpstreamError(f"Too many redirects for {url}")
+            except httpx.TransportError as exc:
+                if attempt == self._max_retries:
+                    raise UpstreamError(f"Upstream unreachable for {url}: {exc}") from exc
+                time.sleep(self._sleep_for(None, attempt))
+                continue
+            assert response is not None
+            if response.status_code in _RETRY_STATUS and attempt < self._max_retries:
+                delay = self._sleep_for(response, attempt)
+                log.warning("upstream %s %s -> %d, retrying in %.1fs", method, url, response.status_code, delay)
+                response.close()
+                time.sleep(delay)
+                continue
+            self._raise_for_status(response, url)
+            return response
+        raise AssertionError("unreachable")
+
+    def _raise_for_status(self, response: httpx.Response, url: str) -> None:
+        if response.status_code < 400:
+            return
+        code = response.headers.get("x-error-code", "")
+        message = response.headers.get("x-error-message", "")
+        response.close()
+        if code == "GatedRepo" or (response.status_code in (401, 403) and code != "RepoNotFound"):
+            hint = "" if self._token else " (no upstream token is configured)"
+            raise UpstreamGatedError(f"Access to {url} refused upstream ({response.status_code}){hint}: {message}")
+        if response.status_code in (401, 404):
+            raise UpstreamNotFoundError(f"{code or 'Not found'} upstream: {url}")
+        raise UpstreamError(f"Upstream answered {response.status_code} for {url}: {message}")
+
+    def _api(self, repo: RepoRef, *parts: str) -> str:
+        return f"{self.base_url}/api/{repo.type.plural}/{repo.id}" + "".join(f"/{p}" for p in parts)
+
+    def _json(self, url: str) -> Any:
+        response = self._send("GET", url)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamError(f"Upstream answered non-JSON for {url}") from exc
+
+    # -- metadata
+    def resolve(self, repo: RepoRef, revision: str) -> str:
+        """The full commit sha ``revision`` names upstream today."""
+        doc = self._json(self._api(repo, "revision", quote(revision, safe="")))
+        sha = doc.get("sha") if isinstance(doc, dict) else None
+        try:
+            return validate_commit(str(sha))
+        except HubgateError as exc:
+            raise UpstreamError(f"Upstream gave no valid commit for {repo.id}@{revision}") from exc
+
+    def repo_info(self, repo: RepoRef, commit: str) -> dict[str, Any]:
+        doc = self._json(self._api(repo, "revision", commit))
+        if not isinstance(doc, dict):
+            raise UpstreamError(f"Upstream repo info for {repo.id} is not an object")
+        return doc
+
+    def list_files(self, repo: RepoRef, commit: str) -> list[UpstreamFile]:
+        """Every file at ``commit`` (recursive tree, all pages). Paths are validated: one bad name rejects the listing."""
+        url: str | None = self._api(repo, "tree", commit) + "?recursive=true&expand=false"
+        files: list[UpstreamFile] = []
+        while url:
+            response = self._send("GET", url)
+            entries = response.json()
+            for e in entries:
+                if e.get("type") != "file":
+                    continue
+                lfs = e.get("lfs") or None
+                try:
+                    path = validate_path(str(e["path"]))
+                except HubgateError as exc:
+                    raise UpstreamError(f"Upstream lists an unsafe path in {repo.id}: {exc.message}") from exc
+                files.append(UpstreamFile(path, int(e["size"]), str(e["oid"]), str(lfs["oid"]) if lfs else None))
+            url = response.links.get("next", {}).get("url")
+        return files
+
+    # -- bytes
+    def file_url(self, repo: RepoRef, commit: str, path: str) -> str:
+        prefix = "datasets/" if repo.type is RepoType.DATASET else ""
+        return f"{self.base_url}/{prefix}{repo.id}/resolve/{commit}/{quote(path)}"
+
+    @contextmanager
+    def open(self, repo: RepoRef, commit: str, path: str, *, start: int = 0, end: int | None = None) -> Iterator[Iterator[bytes]]:
+        """Stream bytes [start, end] of a file (end inclusive; None = to the end) as raw chunks."""
+        headers = {"accept-encoding": "identity"}
+        if start or end is not None:
+            headers["range"] = f"bytes={start}-{'' if end is None else end}"
+        response = self._send("GET", self.file_url(repo, commit, path), headers=headers, stream=True)
+        try:
+            if "range" in headers and response.status_code != 206:
+                raise UpstreamError(f"Upstream ignored a Range request for {path} ({response.status_code})")
+            yield response.iter_raw(1024 * 1024)
+        finally:
+            response.close()
+
+    def read_small(self, repo: RepoRef, commit: str, path: str, *, max_bytes: int = 4 * 1024 * 1024) -> bytes:
+        with self.open(repo, commit, path) as chunks:
+            data = bytearray()
+            for chunk in chunks:
+                data += chunk
+                if len(data) > max_bytes:
+                    raise UpstreamError(f"{path} is larger than {max_bytes} bytes")
+            return bytes(data)

@@ -1,0 +1,115 @@
+"""Workers: claim jobs from the DB queue, run them with a heartbeat, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from mirror.sync import Syncer
+from registry import jobs, workflow
+from registry.db import session_scope
+from registry.errors import HubgateError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Callable[[], None]], None]
+
+
+class Worker:
+    def __init__(self, engine: Engine, syncer: Syncer, *, lease_seconds: float = 60.0, poll_seconds: float = 1.0) -> None:
+        self.engine, self.syncer = engine, syncer
+        self.lease_seconds, self.poll_seconds = lease_seconds, poll_seconds
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.handlers: dict[str, Handler] = {workflow.SYNC_JOB: self._sync}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _sync(self, payload: dict[str, Any], heartbeat: Callable[[], None]) -> None:
+        request_pk = int(payload["request"])
+        try:
+            self.syncer.run(request_pk, heartbeat)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, HubgateError) else f"{type(exc).__name__}: {exc}"
+            log.error("sync of request %d failed: %s", request_pk, message)
+            with session_scope(self.engine) as session:
+                workflow.fail(session, request_pk, message)
+            raise
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when the queue had nothing for us."""
+        with Session(self.engine) as session:
+            job = jobs.claim(session, self.worker_id, lease_seconds=self.lease_seconds)
+        if job is None:
+            return False
+        assert job.pk is not None
+        handler = self.handlers.get(job.kind)
+        beat = _Heartbeat(self.engine, job.pk, self.worker_id, self.lease_seconds)
+        try:
+            if handler is None:
+                raise RuntimeError(f"no handler for job kind {job.kind!r}")
+            beat.start()
+            handler(job.payload, beat.beat)
+        except Exception as exc:  # the request already carries the error; the job just records it
+            with session_scope(self.engine) as session:
+                jobs.fail(session, job.pk, str(exc), retry_in_seconds=None)
+        else:
+            with session_scope(self.engine) as session:
+                jobs.complete(session, job.pk)
+        finally:
+            beat.stop()
+        return True
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # a DB hiccup must not kill the worker thread
+                log.exception("worker loop error")
+                busy = False
+            if not busy:
+                self._stop.wait(self.poll_seconds)
+
+    def start(self, threads: int = 1) -> None:
+        for i in range(threads):
+            t = threading.Thread(target=self.run_forever, name=f"hubgate-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+
+class _Heartbeat:
+    """Renews the job's lease every third of its length, in a thread of its own."""
+
+    def __init__(self, engine: Engine, job_pk: int, worker_id: str, lease_seconds: float) -> None:
+        self._engine, self._pk, self._wid, self._lease = engine, job_pk, worker_id, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def beat(self) -> None:
+        pass  # the thread renews on its own; handlers may call this for liveness checks
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._lease / 3):
+            try:
+                with Session(self._engine) as session:
+                    jobs.heartbeat(session, self._pk, self._wid, lease_seconds=self._lease)
+            except Exception:
+                log.exception("heartbeat failed for job %d", self._pk)
+
+    def stop(self) -> None:
+        self._stop.set()

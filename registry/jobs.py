@@ -1,0 +1,87 @@
+"""A durable job queue in the database, claimed safely by any number of workers.
+
+PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite: one atomic ``UPDATE … RETURNING``.
+A claim is a lease: a worker that dies stops renewing it and the job returns to the queue.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, col, select
+
+from registry.models import Job, utcnow
+
+
+def enqueue(session: Session, kind: str, payload: dict[str, Any], *, max_attempts: int = 3) -> Job:
+    job = Job(kind=kind, payload=payload, max_attempts=max_attempts)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _claimable(now):  # type: ignore[no-untyped-def]
+    return and_(
+        or_(
+            and_(col(Job.state) == "queued", col(Job.run_after) <= now),
+            and_(col(Job.state) == "running", col(Job.lease_expires_at) < now),
+        ),
+        col(Job.attempts) < col(Job.max_attempts),
+    )
+
+
+def claim(session: Session, worker_id: str, *, lease_seconds: float) -> Job | None:
+    """Take the oldest claimable job (queued, or running with an expired lease) or None. Commits."""
+    now = utcnow()
+    values = {
+        "state": "running", "lease_owner": worker_id,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds), "attempts": col(Job.attempts) + 1,
+    }
+    oldest = select(col(Job.pk)).where(_claimable(now)).order_by(col(Job.pk)).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        pk = session.execute(oldest.with_for_update(skip_locked=True)).scalar()
+        if pk is not None:
+            session.execute(update(Job).where(col(Job.pk) == pk).values(**values))
+    else:  # SQLite: one statement, atomic under its database lock
+        pk = session.execute(
+            update(Job).where(col(Job.pk) == oldest.scalar_subquery()).values(**values).returning(col(Job.pk))
+        ).scalar()
+    if pk is None:
+        session.rollback()
+        return None
+    session.commit()
+    return session.get(Job, pk)
+
+
+def heartbeat(session: Session, job_pk: int, worker_id: str, *, lease_seconds: float) -> bool:
+    """Extend the lease; False if the job is no longer this worker's."""
+    result = session.execute(
+        update(Job)
+        .where(col(Job.pk) == job_pk, col(Job.lease_owner) == worker_id, col(Job.state) == "running")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete(session: Session, job_pk: int) -> None:
+    job = session.get(Job, job_pk)
+    if job is not None:
+        job.state, job.lease_owner, job.lease_expires_at = "done", None, None
+        session.add(job)
+
+
+def fail(session: Session, job_pk: int, error: str, *, retry_in_seconds: float | None) -> bool:
+    """Record the error; requeue after a delay if attempts remain and retry_in is given. Returns requeued."""
+    job = session.get(Job, job_pk)
+    if job is None:
+        return False
+    job.last_error, job.lease_owner, job.lease_expires_at = error[:2000], None, None
+    if retry_in_seconds is not None and job.attempts < job.max_attempts:
+        job.state, job.run_after = "queued", utcnow() + timedelta(seconds=retry_in_seconds)
+    else:
+        job.state = "failed"
+    session.add(job)
+    return job.state == "queued"
