@@ -16,6 +16,7 @@ from api.hub import files, repos
 from api.hub.cache import MetadataCache
 from api.services import Services
 from api.settings import Settings, load
+from mirror import signing
 from mirror.storage import open_store
 from mirror.sync import SyncOptions, Syncer
 from mirror.worker import Worker
@@ -30,12 +31,16 @@ def build_services(settings: Settings) -> Services:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database)
     store = open_store(settings.storage_settings)
-    return Services(settings, engine, store, MetadataCache(engine, ref_ttl=settings.ref_cache_seconds))
+    key_path = settings.signing_key_path
+    key = signing.load_private_key(key_path) if key_path.exists() else signing.generate_key(key_path)
+    cache = MetadataCache(engine, ref_ttl=settings.ref_cache_seconds)
+    return Services(settings, engine, store, cache, signer=signing.Signer(key))
 
 
 def build_worker(svc: Services) -> Worker:
     options = SyncOptions(file_workers=svc.settings.sync_file_workers, range_workers=svc.settings.sync_range_workers)
-    syncer = Syncer(svc.engine, svc.store, svc.upstream(), options)
+    syncer = Syncer(svc.engine, svc.store, svc.upstream(), options, signer=svc.signer,
+                    instance=svc.settings.instance_name)
     return Worker(svc.engine, syncer, lease_seconds=svc.settings.worker_lease_seconds)
 
 

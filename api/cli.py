@@ -55,7 +55,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     repo = RepoRef.parse(args.repo_type, args.repo)
     svc = build_services(_settings(args))
-    result = import_folder(svc.engine, svc.store, Path(args.path), repo, revision=args.revision, refs=args.ref or None)
+    result = import_folder(svc.engine, svc.store, Path(args.path), repo, revision=args.revision, refs=args.ref or None,
+                           signer=svc.signer, instance=svc.settings.instance_name)
     m = result.manifest
     state = "imported" if result.publish.created else "already present"
     refs = ", ".join(result.publish.refs_moved) or "none moved"

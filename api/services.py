@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from api.hub.cache import CommitIndex, MetadataCache
 from api.settings import Settings
+from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
 from mirror.upstream import HubUpstream
 from registry import secrets, tokens
@@ -30,6 +31,7 @@ class Services:
     engine: Engine
     store: BlobStore
     cache: MetadataCache
+    signer: Signer | None = None
     _upstream: HubUpstream | None = None
     _tokens: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -64,8 +64,11 @@ class Settings(BaseSettings):
     max_repo_bytes: int | None = Field(None, ge=1, description="Requests above this many bytes are blocked")
     block_pickle: bool = Field(False, description="Block repos with pickle-based weights")
     block_remote_code: bool = Field(False, description="Block repos carrying remote code")
+    instance_name: str = Field("hubgate", min_length=1, max_length=100, description="This instance's name in provenance records and bundles")
+    signing_key_file: Path | None = Field(None, description="ECDSA P-256 key that signs snapshots; default <data_dir>/signing-key.pem (created 0600)")
+    trusted_keys: list[Path] = Field([], description="Public key files (PEM) whose bundles and signatures are trusted (comma-separated)")
 
-    @field_validator("license_allowlist", "license_denylist", "auto_approve_orgs", mode="before")
+    @field_validator("license_allowlist", "license_denylist", "auto_approve_orgs", "trusted_keys", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         if isinstance(v, str):
@@ -107,6 +110,10 @@ class Settings(BaseSettings):
             auto_approve_orgs=tuple(self.auto_approve_orgs), max_bytes=self.max_repo_bytes,
             block_pickle=self.block_pickle, block_remote_code=self.block_remote_code,
         )
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing-key.pem"
 
     @property
     def key_file(self) -> Path:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from mirror.errors import ImportSourceError
 from mirror.lfs import LfsRules
 from mirror.publishing import publish_manifest
+from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
 from registry import gitobjects
 from registry.errors import InvalidInputError
@@ -112,6 +113,8 @@ def import_folder(
     *,
     revision: str | None = None,
     refs: list[str] | None = None,
+    signer: Signer | None = None,
+    instance: str = "hubgate",
 ) -> ImportResult:
     """Import ``folder`` as ``repo`` at ``revision`` (derived from the content when None) and point ``refs`` at it.
 
@@ -148,7 +151,8 @@ def import_folder(
     existing = _existing_manifest(store, manifest)
     if existing is not None:
         manifest = existing  # same content: keep the first manifest byte for byte
-    return ImportResult(manifest, publish_manifest(engine, store, manifest, ref_names))
+    provenance = {"instance": instance, "source": manifest.source.get("kind")}
+    return ImportResult(manifest, publish_manifest(engine, store, manifest, ref_names, signer=signer, provenance=provenance))
 
 
 def _existing_manifest(store: BlobStore, manifest: Manifest) -> Manifest | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mirror import repoinfo
 from mirror.errors import BlobNotFoundError
+from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
 from registry import snapshots
 from registry.db import session_scope
@@ -28,11 +30,15 @@ def publish_manifest(
     *,
     default_main: bool = False,
     in_transaction: Callable[[Session], object] | None = None,
+    signer: Signer | None = None,
+    signature: bytes | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> snapshots.PublishResult:
     """Make ``manifest`` visible. Every blob it names must already be stored and verified.
 
     ``default_main`` also points ``main`` at the commit when the repo has no ``main`` yet;
     ``in_transaction`` runs inside the publishing transaction (e.g. to mark a request available).
+    The snapshot is signed by ``signer``, or keeps ``signature`` (a verified bundle from another instance).
     Raises BlobNotFoundError if a blob is missing, ConflictError if the commit is published
     with other content. Nothing becomes visible unless the whole transaction commits.
     """
@@ -40,6 +46,12 @@ def publish_manifest(
     if missing:
         raise BlobNotFoundError(f"Cannot publish {manifest.repo}@{manifest.commit}: blobs missing for {missing[:5]}")
     digest = store.put_manifest(manifest)
+    provenance = dict(provenance or {})
+    if signature is None and signer is not None:
+        signature = signer.sign(manifest)
+        provenance.setdefault("key_id", signer.key_id)
+    if signature is not None:
+        store.put_signature(manifest.repo, manifest.commit, signature)
     info = repoinfo.describe(store, manifest)
     refs = list(refs)
     with session_scope(engine) as session:
@@ -47,7 +59,8 @@ def publish_manifest(
             repo_row = snapshots.get_or_create_repo(session, manifest.repo)
             if session.get(Ref, (repo_row.pk, "main")) is None:
                 refs.append(parse_ref("main"))
-        result = snapshots.publish(session, manifest, manifest_digest=digest, info=info, refs=refs)
+        result = snapshots.publish(session, manifest, manifest_digest=digest, info=info, refs=refs,
+                                   provenance=provenance)
         for f in manifest.files:
             session.merge(KnownBlob(sha256=f.sha256, git_oid=f.git_oid, size=f.size))
         if in_transaction is not None:

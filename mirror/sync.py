@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from mirror.digests import Digests
 from mirror.publishing import publish_manifest
+from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore, BlobWriter
 from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError
 from registry import policy, workflow
@@ -63,9 +64,13 @@ class Progress:
 
 
 class Syncer:
-    def __init__(self, engine: Engine, store: BlobStore, upstream: HubUpstream, options: SyncOptions | None = None) -> None:
+    def __init__(
+        self, engine: Engine, store: BlobStore, upstream: HubUpstream, options: SyncOptions | None = None,
+        *, signer: Signer | None = None, instance: str = "hubgate",
+    ) -> None:
         self.engine, self.store, self.upstream = engine, store, upstream
         self.options = options or SyncOptions()
+        self.signer, self.instance = signer, instance
 
     # step 1
     def plan(self, repo: RepoRef, commit: str, allow: list[str] | None, ignore: list[str] | None) -> list[PlannedFile]:
@@ -162,6 +167,8 @@ class Syncer:
             req = workflow.start(session, request_pk)
             repo, commit, revision = RepoRef.parse(req.repo_type, req.repo_id), req.commit, req.revision
             allow, ignore = req.allow_patterns, req.ignore_patterns
+            provenance = {"instance": self.instance, "request": request_pk, "approved_by": req.decided_by,
+                          "requested_by": req.requester, "upstream": self.upstream.base_url, "revision": revision}
         planned = self.plan(repo, commit, allow, ignore)
         progress = Progress(len(planned), sum(p.upstream.size for p in planned))
         entries: dict[str, ManifestEntry] = {}
@@ -197,8 +204,8 @@ class Syncer:
             files=tuple(entries[p] for p in sorted(entries)),
         )
         refs = [] if is_commit_sha(revision) else [parse_ref(revision)]
-        publish_manifest(self.engine, self.store, manifest, refs, default_main=True,
-                         in_transaction=lambda s: workflow.finish(s, request_pk))
+        publish_manifest(self.engine, self.store, manifest, refs, default_main=True, signer=self.signer,
+                         provenance=provenance, in_transaction=lambda s: workflow.finish(s, request_pk))
         return manifest
 
     def _report(self, request_pk: int, p: Progress) -> None:

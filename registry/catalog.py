@@ -24,6 +24,7 @@ class SnapshotView:
     info: dict[str, Any]
     created_at: datetime
     repo_created_at: datetime
+    provenance: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ def _view(repo: RepoRef, repo_row: Repo, snap: Snapshot) -> SnapshotView:
         info=dict(snap.info or {}),
         created_at=snap.created_at,
         repo_created_at=repo_row.created_at,
+        provenance=dict(snap.provenance or {}),
     )
 
 

@@ -35,6 +35,7 @@ class Snapshot(SQLModel, table=True):
     total_size: int
     state: str = Field(default="available", max_length=16)
     info: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    provenance: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -38,6 +38,7 @@ def publish(
     manifest_digest: str,
     info: dict[str, Any],
     refs: Sequence[RefName] = (),
+    provenance: dict[str, Any] | None = None,
 ) -> PublishResult:
     """Index ``manifest`` and point ``refs`` at its commit, inside the caller's transaction.
 
@@ -63,6 +64,7 @@ def publish(
             file_count=len(manifest.files),
             total_size=manifest.total_size,
             info=info,
+            provenance=provenance or {},
         )
         session.add(snap)
         session.flush()

@@ -138,5 +138,12 @@ class BlobStore:
     def get_manifest(self, repo: RepoRef, commit: str) -> Manifest:
         return Manifest.from_json(self.driver.get_bytes(layout.manifest_key(repo, commit)))
 
+    def put_signature(self, repo: RepoRef, commit: str, bundle: bytes) -> None:
+        self.driver.put_bytes(layout.signature_key(repo, commit), bundle)
+
+    def get_signature(self, repo: RepoRef, commit: str) -> bytes:
+        """Raises ObjectNotFoundError when the snapshot is unsigned."""
+        return self.driver.get_bytes(layout.signature_key(repo, commit))
+
     def put_ref(self, repo: RepoRef, ref_name: str, commit: str) -> None:
         self.driver.put_bytes(layout.ref_key(repo, ref_name), commit.encode() + b"\n")

@@ -6,6 +6,7 @@
       hubgate-layout                              "1": the layout version; an unknown value refuses to start
       blobs/sha256/ab/cd/abcdef…(64 hex)          file bytes, immutable, stored once across repos and revisions
       manifests/models--org--name/<commit>.json   canonical snapshot manifest (HF cache naming: type--org--name)
+      manifests/models--org--name/<commit>.json.sig  its OMS signature bundle (mirror/signing.py)
       refs/models--org--name/<ref>                commit sha; a copy written after the DB commit (the DB decides)
       uploads/<uuid>                              in-flight writes whose sha256 is not known yet
 
@@ -54,6 +55,11 @@ def parse_manifest_key(key: str) -> tuple[RepoRef, str] | None:
     repo_id = m.group(2).replace("--", "/")
     validate_repo_id(repo_id)
     return RepoRef(RepoType.parse(m.group(1)), repo_id), m.group(3)
+
+
+def signature_key(repo: RepoRef, commit: str) -> str:
+    """The OMS signature bundle of a manifest, beside it."""
+    return manifest_key(repo, commit) + ".sig"
 
 
 def ref_key(repo: RepoRef, ref_name: str) -> str:
