@@ -20,6 +20,7 @@ from registry.errors import (
     PolicyBlockedError,
     RepoNotFoundError,
     RevisionNotFoundError,
+    SnapshotUnavailableError,
 )
 from registry.secrets import SecretKeyError
 from registry.tokens import NotAuthenticatedError, PermissionDeniedError
@@ -46,6 +47,7 @@ ERROR_TABLE: dict[type[HubgateError], tuple[int, str | None]] = {
     UpstreamGatedError: (403, None),
     UpstreamError: (502, None),
     SecretKeyError: (500, None),
+    SnapshotUnavailableError: (503, None),
 }
 
 ADMIN_PREFIX = "/registry/"
@@ -63,7 +65,7 @@ async def hubgate_error_handler(request: Request, exc: Exception) -> JSONRespons
     status, code = status_of(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    message = exc.message if status < 500 else "The server could not serve this file; an operator has been alerted"
+    message = exc.message if status != 500 else "Internal error; an operator has been alerted"
     if request.url.path.startswith(ADMIN_PREFIX):
         body: dict[str, object] = {"code": type(exc).__name__, "message": message}
         if isinstance(exc, PolicyBlockedError):

@@ -15,6 +15,10 @@ class BlobNotFoundError(ObjectNotFoundError):
     """A manifest names a blob the store does not hold (a scrub alarm)."""
 
 
+class BlobCorruptError(StorageError):
+    """A stored blob does not match its recorded size or digest (a scrub alarm); it must not be served."""
+
+
 class DigestMismatchError(HubgateError):
     """Content does not match the size or digest it was expected to have."""
 

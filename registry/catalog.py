@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from registry.errors import RepoNotFoundError, RevisionNotFoundError
+from registry.errors import RepoNotFoundError, RevisionNotFoundError, SnapshotUnavailableError
 from registry.models import Ref, Repo, Snapshot, SnapshotFile
 from registry.types import RepoRef, RepoType, is_commit_sha, validate_revision
 
@@ -85,7 +85,15 @@ def resolve(session: Session, repo: RepoRef, revision: str | None) -> SnapshotVi
     snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
     if snap is None:
         raise RevisionNotFoundError(f"Revision {revision!r} not found in {repo.id}")
-    return _view(repo, repo_row, snap)
+    return _available(_view(repo, repo_row, snap))
+
+
+def _available(view: SnapshotView) -> SnapshotView:
+    if view.state != "available":
+        raise SnapshotUnavailableError(
+            f"{view.repo.id}@{view.commit} failed an integrity check and is unavailable until an operator repairs it"
+        )
+    return view
 
 
 def default_snapshot(session: Session, repo: RepoRef) -> SnapshotView:
@@ -98,7 +106,7 @@ def default_snapshot(session: Session, repo: RepoRef) -> SnapshotView:
     snap = session.exec(query.order_by(col(Snapshot.created_at).desc(), col(Snapshot.pk).desc())).first()
     if snap is None:
         raise RepoNotFoundError(f"Repository {repo.id} not found")
-    return _view(repo, repo_row, snap)
+    return _available(_view(repo, repo_row, snap))
 
 
 def list_files(session: Session, repo: RepoRef, commit: str) -> list[FileView]:
@@ -137,6 +145,6 @@ def list_repos(session: Session, repo_type: RepoType) -> list[SnapshotView]:
     for row in repos:
         try:
             views.append(default_snapshot(session, RepoRef(repo_type, row.repo_id)))
-        except RepoNotFoundError:
+        except (RepoNotFoundError, SnapshotUnavailableError):
             continue
     return views

@@ -33,6 +33,10 @@ class EntryNotFoundError(HubgateError):
         self.commit = commit
 
 
+class SnapshotUnavailableError(HubgateError):
+    """The snapshot failed an integrity check and waits for repair; it is not served."""
+
+
 class ConflictError(HubgateError):
     """The change contradicts what is already stored (e.g. another manifest for the same commit)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -103,6 +104,14 @@ class Manifest(BaseModel):
     @property
     def repo(self) -> RepoRef:
         return RepoRef(self.repo_type, self.repo_id)
+
+    @property
+    def created_datetime(self) -> datetime:
+        try:
+            value = datetime.fromisoformat(self.created_at)
+        except ValueError as exc:
+            raise InvalidInputError(f"Invalid manifest created_at {self.created_at!r}") from exc
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
     @property
     def total_size(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -22,10 +23,10 @@ class PublishResult:
     refs_moved: list[str] = field(default_factory=list)
 
 
-def get_or_create_repo(session: Session, repo: RepoRef) -> Repo:
+def get_or_create_repo(session: Session, repo: RepoRef, *, created_at: datetime | None = None) -> Repo:
     row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
     if row is None:
-        row = Repo(repo_type=repo.type.value, repo_id=repo.id)
+        row = Repo(repo_type=repo.type.value, repo_id=repo.id, created_at=created_at or utcnow())
         session.add(row)
         session.flush()
     return row
@@ -45,7 +46,9 @@ def publish(
     Idempotent: publishing the same manifest again creates nothing and only moves refs that
     point elsewhere. Raises ConflictError if another manifest is already published for the commit.
     """
-    repo_row = get_or_create_repo(session, manifest.repo)
+    # Timestamps come from the manifest, so a catalog rebuilt from the store answers identically.
+    created_at = manifest.created_datetime
+    repo_row = get_or_create_repo(session, manifest.repo, created_at=created_at)
     assert repo_row.pk is not None
     snap = session.exec(
         select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == manifest.commit)
@@ -65,6 +68,7 @@ def publish(
             total_size=manifest.total_size,
             info=info,
             provenance=provenance or {},
+            created_at=created_at,
         )
         session.add(snap)
         session.flush()

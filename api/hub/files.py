@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -45,17 +46,12 @@ async def resolve_file(request: Request) -> Response | BlobResponse:
             status, length = 206, end - start + 1
             headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
     headers.append((b"content-type", b"application/octet-stream"))
-    store = svc.store
-    local = store.local_path(entry.sha256) if request.method == "GET" else None
-
-    def opener():  # type: ignore[no-untyped-def]
-        if local is not None:
-            f = open(local, "rb")
-            f.seek(start)
-            return f
-        return store.open(entry.sha256, start, length)
-
-    return BlobResponse(opener, length=length, status=status, headers=headers)
+    if request.method == "HEAD":
+        return BlobResponse(None, length=length, status=status, headers=headers)
+    # Open before answering: a blob whose stored size disagrees with the manifest is refused
+    # with a clear error instead of wrong bytes.
+    reader = await run_in_threadpool(svc.store.open_verified, entry.sha256, size=size, offset=start, length=length)
+    return BlobResponse(reader, length=length, status=status, headers=headers)
 
 
 def wire_etag(entry) -> str:  # type: ignore[no-untyped-def]

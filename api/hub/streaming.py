@@ -7,7 +7,6 @@ one chunk per response whatever the file size. A client that goes away stops the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import BinaryIO
 
 import anyio
@@ -19,22 +18,29 @@ CHUNK_SIZE = 8 * 1024 * 1024
 class BlobResponse:
     def __init__(
         self,
-        opener: Callable[[], BinaryIO],
+        reader: BinaryIO | None,
         *,
         length: int,
         status: int,
         headers: list[tuple[bytes, bytes]],
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
-        self._opener, self._length, self._chunk = opener, length, chunk_size
+        self._reader, self._length, self._chunk = reader, length, chunk_size
         self.status_code = status
         self.raw_headers = headers + [(b"content-length", str(length).encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        if scope["method"] == "HEAD" or self._length == 0:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if self._reader is None or scope["method"] == "HEAD" or self._length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await self._stream_until_disconnect(receive, send)
+        finally:
+            if self._reader is not None:
+                await anyio.to_thread.run_sync(self._reader.close)
+
+    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tg:
 
             async def watch_disconnect() -> None:
@@ -47,16 +53,13 @@ class BlobResponse:
             tg.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
-        f = await anyio.to_thread.run_sync(self._opener)
-        try:
-            remaining = self._length
-            while remaining > 0:
-                chunk = await anyio.to_thread.run_sync(f.read, min(self._chunk, remaining))
-                if not chunk:
-                    # The store holds fewer bytes than the manifest says: abort the connection
-                    # rather than end a short body the client might take as complete.
-                    raise OSError(f"blob ended {remaining} bytes early")
-                remaining -= len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
-        finally:
-            await anyio.to_thread.run_sync(f.close)
+        assert self._reader is not None
+        remaining = self._length
+        while remaining > 0:
+            chunk = await anyio.to_thread.run_sync(self._reader.read, min(self._chunk, remaining))
+            if not chunk:
+                # The store holds fewer bytes than the manifest says: abort the connection
+                # rather than end a short body the client might take as complete.
+                raise OSError(f"blob ended {remaining} bytes early")
+            remaining -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})

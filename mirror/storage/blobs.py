@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from mirror.digests import Digests, Hasher, check
-from mirror.errors import BlobNotFoundError, ObjectNotFoundError, StorageError
+from mirror.errors import BlobCorruptError, BlobNotFoundError, ObjectNotFoundError, StorageError
 from mirror.storage import layout
 from mirror.storage.driver import ObjectInfo, ObjectWriter, StorageDriver
 from registry.manifest import Manifest
@@ -101,6 +101,16 @@ class BlobStore:
             return self.driver.open(layout.blob_key(sha256), offset, length)
         except ObjectNotFoundError as exc:
             raise BlobNotFoundError(f"Blob {sha256} is missing from the store") from exc
+
+    def open_verified(self, sha256: str, *, size: int, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """Open a blob for serving; refuse it if the store holds another size than the manifest says."""
+        reader = self.open(sha256, offset, length)
+        actual = getattr(reader, "object_size", None)
+        if actual is not None and actual != size:
+            reader.close()
+            log.error("blob %s is %d bytes in the store, %d in the manifest: refusing to serve it", sha256, actual, size)
+            raise BlobCorruptError(f"Blob {sha256} failed its size check; it needs repair")
+        return reader
 
     def ingest(self, *, size: int, sha256: str | None = None, git_oid: str | None = None, what: str = "blob") -> BlobWriter:
         return BlobWriter(self, size=size, sha256=sha256, git_oid=git_oid, what=what)

@@ -20,6 +20,7 @@ class _LimitedReader(io.RawIOBase):
 
     def __init__(self, f: BinaryIO, remaining: int) -> None:
         self._f, self._remaining = f, remaining
+        self.object_size = os.fstat(f.fileno()).st_size
 
     def readable(self) -> bool:
         return True
@@ -106,9 +107,8 @@ class LocalDriver:
             raise ObjectNotFoundError(f"Object {key} not found") from exc
         if offset:
             f.seek(offset)
-        if length is None:
-            return f
-        return _LimitedReader(f, length)  # type: ignore[return-value]
+        size = os.fstat(f.fileno()).st_size
+        return _LimitedReader(f, size - offset if length is None else length)  # type: ignore[return-value]
 
     def writer(self, key: str) -> _LocalWriter:
         return _LocalWriter(self._path(key), self.root / _TMP_DIR / uuid.uuid4().hex)

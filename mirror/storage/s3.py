@@ -30,8 +30,9 @@ def _is_missing(exc: ClientError) -> bool:
 class _BodyReader:
     """A file-like view of a GetObject body."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, object_size: int | None = None) -> None:
         self._body = body
+        self.object_size = object_size
 
     def read(self, size: int = -1) -> bytes:
         return self._body.read(None if size < 0 else size)
@@ -162,7 +163,10 @@ class S3Driver:
             end = "" if length is None else str(offset + length - 1)
             params["Range"] = f"bytes={offset}-{end}"
         try:
-            return _BodyReader(self.client.get_object(**params)["Body"])  # type: ignore[return-value]
+            resp = self.client.get_object(**params)
+            total = resp.get("ContentRange", "").rpartition("/")[2]
+            size = int(total) if total.isdigit() else int(resp["ContentLength"]) + offset
+            return _BodyReader(resp["Body"], size)  # type: ignore[return-value]
         except ClientError as exc:
             if _is_missing(exc):
                 raise ObjectNotFoundError(f"Object {key} not found") from exc
