@@ -236,6 +236,98 @@ def _add_upstream_parser(sub: argparse._SubParsersAction) -> None:  # type: igno
     p.set_defaults(func=_cmd_upstream_token)
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from mirror import signing
+
+    settings = _settings(args)
+    path = settings.signing_key_path
+    if args.keys_command == "generate":
+        key = signing.generate_key(path, overwrite=args.force)
+        print(f"signing key {signing.key_id(key.public_key())} written to {path} (mode 0600)")
+    else:
+        key = signing.load_private_key(path)
+        sys.stdout.write(signing.public_pem(key.public_key()).decode())
+    return EXIT_OK
+
+
+def _add_keys_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("keys", help="the snapshot signing key (ECDSA P-256)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    g = ksub.add_parser("generate", help="create the signing key (HUBGATE_SIGNING_KEY_FILE), owner-readable only")
+    g.add_argument("--force", action="store_true", help="replace an existing key")
+    g.set_defaults(func=_cmd_keys)
+    e = ksub.add_parser("export-public", help="print the public key (PEM) for the importing side's HUBGATE_TRUSTED_KEYS")
+    e.set_defaults(func=_cmd_keys)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from api.app import build_services, build_worker
+    from mirror import scrub
+
+    svc = build_services(_settings(args))
+    report = scrub.scrub(svc.engine, svc.store, sample=args.sample, dry_run=args.dry_run, actor=_cli_actor(),
+                         bytes_per_second=args.rate_mb * 1e6 if args.rate_mb else None)
+    print(f"checked {report.checked} blobs ({report.bytes_checked} bytes): "
+          f"{len(report.corrupt)} corrupt, {len(report.missing)} missing")
+    for sha in report.corrupt:
+        print(f"corrupt  {sha}" + ("" if args.dry_run else " (quarantined)"))
+    for sha in report.missing:
+        print(f"missing  {sha}")
+    for name in report.snapshots_unavailable:
+        print(f"unavailable  {name}")
+    if args.repair:
+        for name in scrub.repair_from_upstream(svc.engine, svc.store, build_worker(svc).syncer):
+            print(f"repaired  {name}")
+        return EXIT_OK
+    return EXIT_OK if report.ok else EXIT_VERIFY
+
+
+def _add_verify_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("verify", help="re-hash stored blobs; quarantine corrupt ones; mark their snapshots unavailable")
+    p.add_argument("--sample", type=float, help="check only this fraction of the blobs, chosen at random (0-1)")
+    p.add_argument("--rate-mb", type=float, help="read at most this many MB/s")
+    p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    p.add_argument("--repair", action="store_true", help="then re-fetch missing blobs from the upstream")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from mirror import gc
+
+    svc = build_services(_settings(args))
+    report = gc.collect(svc.engine, svc.store, grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run,
+                        actor=_cli_actor())
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{report.referenced} blobs referenced; {len(report.swept)} unreferenced blobs and "
+          f"{report.uploads_swept} stale uploads swept; {verb} {report.bytes_freed} bytes; "
+          f"{report.kept_young} young blobs kept")
+    return EXIT_OK
+
+
+def _add_gc_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("gc", help="delete blobs no manifest references (older than a grace period)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--grace-hours", type=float, default=24.0, help="keep unreferenced blobs younger than this")
+    p.set_defaults(func=_cmd_gc)
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from mirror.rebuild import rebuild_index
+
+    svc = build_services(_settings(args))
+    report = rebuild_index(svc.engine, svc.store, force=args.force, actor=_cli_actor())
+    print(f"rebuilt {report.snapshots} snapshots and {report.refs} refs from the store ({report.skipped} skipped)")
+    return EXIT_OK
+
+
+def _add_rebuild_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("rebuild-index", help="recreate the database catalog from the object store")
+    p.add_argument("--force", action="store_true", help="replace a non-empty catalog")
+    p.set_defaults(func=_cmd_rebuild)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubgate", description="Hugging Face Hub mirror and registry")
     parser.add_argument("--config", type=Path, help="TOML settings file (HUBGATE_CONFIG)")
@@ -254,6 +346,10 @@ _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore
     _add_decision_parsers,
     _add_worker_parser,
     _add_upstream_parser,
+    _add_keys_parser,
+    _add_verify_parser,
+    _add_gc_parser,
+    _add_rebuild_parser,
 ]
 
 

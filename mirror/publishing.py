@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from mirror import repoinfo
+from mirror import repoinfo, scrub
 from mirror.errors import BlobNotFoundError
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
@@ -52,6 +52,7 @@ def publish_manifest(
         provenance.setdefault("key_id", signer.key_id)
     if signature is not None:
         store.put_signature(manifest.repo, manifest.commit, signature)
+    store.put_provenance(manifest.repo, manifest.commit, provenance)
     info = repoinfo.describe(store, manifest)
     refs = list(refs)
     with session_scope(engine) as session:
@@ -66,7 +67,9 @@ def publish_manifest(
         if in_transaction is not None:
             in_transaction(session)
     for ref in refs:  # a disaster-recovery copy; the DB is authoritative
-        store.put_ref(manifest.repo, ref.name, manifest.commit)
+        store.put_ref(manifest.repo, ref.full, manifest.commit)
+    # Blobs just verified may be what other, unavailable snapshots were waiting for.
+    scrub.restore_available(engine, store)
     log.info(
         "published %s@%s (%d files, %s)%s", manifest.repo, manifest.commit, len(manifest.files),
         "new" if result.created else "unchanged", f", refs moved: {result.refs_moved}" if result.refs_moved else "",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from registry import audit
 from registry.errors import ConflictError, RepoNotFoundError, RevisionNotFoundError
@@ -59,6 +59,10 @@ def publish(
             raise ConflictError(
                 f"{manifest.repo} commit {manifest.commit} is already published with different content"
             )
+        if snap.state != "available":
+            # The caller has just checked every blob is back (a repair, or a bundle re-import).
+            snap.state = "available"
+            session.add(snap)
     else:
         snap = Snapshot(
             repo_pk=repo_row.pk,
@@ -104,15 +108,15 @@ def set_ref(session: Session, repo_row: Repo, ref: RefName, commit: str) -> bool
 
 def move_ref(session: Session, repo: RepoRef, ref: RefName, commit: str, *, actor: audit.Actor) -> bool:
     """Point ``ref`` at a published commit of ``repo``. Raises RepoNotFoundError / RevisionNotFoundError."""
-    repo_row = _existing_repo(session, repo)
+    repo_row = existing_repo(session, repo)
     changed = set_ref(session, repo_row, ref, commit)
     audit.record(session, actor, "ref.move", f"{repo}:{ref.name}", commit=commit, changed=changed)
     return changed
 
 
-def remove_snapshot(session: Session, repo: RepoRef, commit: str, *, actor: audit.Actor) -> list[str]:
+def remove_snapshot(session: Session, repo: RepoRef, commit: str, *, actor: audit.Actor) -> list[RefName]:
     """Unpublish a commit: its rows and the refs pointing at it go; its blobs stay until gc. Returns the refs removed."""
-    repo_row = _existing_repo(session, repo)
+    repo_row = existing_repo(session, repo)
     snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
     if snap is None:
         raise RevisionNotFoundError(f"Commit {commit} is not published in {repo.id}")
@@ -123,11 +127,63 @@ def remove_snapshot(session: Session, repo: RepoRef, commit: str, *, actor: audi
         session.delete(f)
     session.delete(snap)
     audit.record(session, actor, "snapshot.remove", f"{repo}@{commit}", refs=[r.name for r in refs])
-    return [r.name for r in refs]
+    return [RefName(r.name, r.kind) for r in refs]
 
 
-def _existing_repo(session: Session, repo: RepoRef) -> Repo:
+def existing_repo(session: Session, repo: RepoRef) -> Repo:
     row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
     if row is None:
         raise RepoNotFoundError(f"Repository {repo.id} not found")
     return row
+
+
+def set_state_for_blobs(session: Session, sha256s: set[str], state: str, *, actor: audit.Actor) -> list[str]:
+    """Set ``state`` on every snapshot that uses one of ``sha256s``; returns ``repo@commit`` of each changed."""
+    if not sha256s:
+        return []
+    rows = session.exec(
+        select(Snapshot, Repo)
+        .join(SnapshotFile, col(SnapshotFile.snapshot_pk) == col(Snapshot.pk))
+        .join(Repo, col(Repo.pk) == col(Snapshot.repo_pk))
+        .where(col(SnapshotFile.sha256).in_(sha256s))
+    ).all()
+    changed = []
+    for snap, repo in {(s.pk, r.pk): (s, r) for s, r in rows}.values():
+        if snap.state != state:
+            snap.state = state
+            session.add(snap)
+            name = f"{repo.repo_type}:{repo.repo_id}@{snap.commit}"
+            audit.record(session, actor, f"snapshot.{state}", name, blobs=sorted(sha256s)[:20])
+            changed.append(name)
+    return sorted(changed)
+
+
+def set_state(session: Session, repo: RepoRef, commit: str, state: str, *, actor: audit.Actor) -> None:
+    repo_row = existing_repo(session, repo)
+    snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
+    if snap is None:
+        raise RevisionNotFoundError(f"Commit {commit} is not published in {repo.id}")
+    if snap.state != state:
+        snap.state = state
+        session.add(snap)
+        audit.record(session, actor, f"snapshot.{state}", f"{repo}@{commit}")
+
+
+def referenced_blobs(session: Session) -> dict[str, int]:
+    """sha256 -> size of every blob any published snapshot uses."""
+    return {sha: size for sha, size in session.exec(select(SnapshotFile.sha256, SnapshotFile.size).distinct()).all()}
+
+
+def unavailable_snapshots(session: Session) -> list[tuple[RepoRef, str]]:
+    rows = session.exec(
+        select(Repo, Snapshot).join(Snapshot, col(Snapshot.repo_pk) == col(Repo.pk)).where(Snapshot.state != "available")
+    ).all()
+    return [(RepoRef.parse(r.repo_type, r.repo_id), s.commit) for r, s in rows]
+
+
+def clear_catalog(session: Session) -> None:
+    """Delete every repo, snapshot, file row and ref (rebuild-index starts from nothing)."""
+    for model in (Ref, SnapshotFile, Snapshot, Repo):
+        for row in session.exec(select(model)).all():
+            session.delete(row)
+    session.flush()

@@ -97,7 +97,7 @@ def put_ref(repo_type: str, repo_id: str, ref: str, body: schemas.RefBody, actor
     svc, repo, name = _svc(request), RepoRef.parse(repo_type, repo_id), parse_ref(ref)
     with session_scope(svc.engine) as session:
         changed = snapshots.move_ref(session, repo, name, body.commit, actor=actor)
-    svc.store.put_ref(repo, name.name, body.commit)
+    svc.store.put_ref(repo, name.full, body.commit)
     svc.cache.invalidate()
     return {"ref": name.name, "commit": body.commit, "changed": changed}
 
@@ -109,10 +109,10 @@ def remove_snapshot(repo_type: str, repo_id: str, commit: str, actor: Admin, req
     with session_scope(svc.engine) as session:
         removed_refs = snapshots.remove_snapshot(session, repo, commit, actor=actor)
     svc.store.driver.delete(layout.manifest_key(repo, commit))
-    for name in removed_refs:
-        svc.store.driver.delete(layout.ref_key(repo, name))
+    for ref in removed_refs:
+        svc.store.driver.delete(layout.ref_key(repo, ref.full))
     svc.cache.invalidate()
-    return {"removed": commit, "refs_removed": removed_refs}
+    return {"removed": commit, "refs_removed": [r.name for r in removed_refs]}
 
 
 @router.get("/audit", response_model=list[schemas.AuditPublic], responses=ERRORS)

@@ -8,6 +8,7 @@ directly (an S3 multipart upload completed only after verification); otherwise i
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,17 @@ class BlobStore:
     def get_signature(self, repo: RepoRef, commit: str) -> bytes:
         """Raises ObjectNotFoundError when the snapshot is unsigned."""
         return self.driver.get_bytes(layout.signature_key(repo, commit))
+
+    def put_provenance(self, repo: RepoRef, commit: str, provenance: dict[str, object]) -> None:
+        data = json.dumps(provenance, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        self.driver.put_bytes(layout.provenance_key(repo, commit), data)
+
+    def get_provenance(self, repo: RepoRef, commit: str) -> dict[str, object]:
+        try:
+            value = json.loads(self.driver.get_bytes(layout.provenance_key(repo, commit)))
+        except ObjectNotFoundError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def put_ref(self, repo: RepoRef, ref_name: str, commit: str) -> None:
         self.driver.put_bytes(layout.ref_key(repo, ref_name), commit.encode() + b"\n")

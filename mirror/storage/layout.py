@@ -7,6 +7,8 @@
       blobs/sha256/ab/cd/abcdef…(64 hex)          file bytes, immutable, stored once across repos and revisions
       manifests/models--org--name/<commit>.json   canonical snapshot manifest (HF cache naming: type--org--name)
       manifests/models--org--name/<commit>.json.sig  its OMS signature bundle (mirror/signing.py)
+      manifests/models--org--name/<commit>.provenance.json  who published it, approved by whom
+      quarantine/sha256/<hex>                     blobs that failed a scrub, kept for inspection
       refs/models--org--name/<ref>                commit sha; a copy written after the DB commit (the DB decides)
       uploads/<uuid>                              in-flight writes whose sha256 is not known yet
 
@@ -26,6 +28,7 @@ BLOBS_PREFIX = "blobs/sha256/"
 MANIFESTS_PREFIX = "manifests/"
 REFS_PREFIX = "refs/"
 UPLOADS_PREFIX = "uploads/"
+QUARANTINE_PREFIX = "quarantine/sha256/"
 
 _BLOB_KEY_RE = re.compile(r"^blobs/sha256/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
 _MANIFEST_KEY_RE = re.compile(r"^manifests/(models|datasets)--(.+)/([0-9a-f]{40})\.json$")
@@ -62,8 +65,32 @@ def signature_key(repo: RepoRef, commit: str) -> str:
     return manifest_key(repo, commit) + ".sig"
 
 
+def provenance_key(repo: RepoRef, commit: str) -> str:
+    """Who published a snapshot, from where, approved by whom: lets rebuild-index restore it."""
+    validate_commit(commit)
+    return f"{MANIFESTS_PREFIX}{repo.storage_name}/{commit}.provenance.json"
+
+
+def parse_ref_key(key: str) -> tuple[RepoRef, str] | None:
+    """(repo, ref name) of a ``refs/…`` key; ref names may contain ``/`` (``refs/pr/1``)."""
+    if not key.startswith(REFS_PREFIX):
+        return None
+    storage_name, _, name = key[len(REFS_PREFIX):].partition("/")
+    kind, sep, rest = storage_name.partition("--")
+    if not sep or kind not in ("models", "datasets") or not name:
+        return None
+    repo_id = rest.replace("--", "/")
+    validate_repo_id(repo_id)
+    return RepoRef(RepoType.parse(kind), repo_id), name
+
+
 def ref_key(repo: RepoRef, ref_name: str) -> str:
     return f"{REFS_PREFIX}{repo.storage_name}/{ref_name}"
+
+
+def quarantine_key(sha256: str) -> str:
+    validate_sha256(sha256)
+    return f"{QUARANTINE_PREFIX}{sha256}"
 
 
 def upload_key() -> str:
