@@ -118,15 +118,12 @@ def _add_token_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _cmd_request(args: argparse.Namespace) -> int:
+    from api.admin.routes import submit_request
     from api.app import build_services
-    from mirror.intake import create_request
 
     svc = build_services(_settings(args))
-    req = create_request(
-        svc.engine, svc.upstream(), svc.settings.policy, repo=RepoRef.parse(args.repo_type, args.repo),
-        revision=args.revision, allow_patterns=args.allow, ignore_patterns=args.ignore, reason=args.reason,
-        actor=_cli_actor(),
-    )
+    req = submit_request(svc, args.repo_type, args.repo, args.revision, args.allow, args.ignore, args.reason,
+                         _cli_actor())
     _print_request(req)
     return EXIT_OK
 
@@ -143,12 +140,32 @@ def _add_request_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _cmd_requests(args: argparse.Namespace) -> int:
+    import json
+
     from sqlmodel import Session
 
     from api.app import build_services
+    from mirror import intake
     from registry import workflow
 
+    if args.action != "list" and not args.file:
+        raise InvalidInputError(f"hubgate requests {args.action} needs a FILE")
     svc = build_services(_settings(args))
+    if args.action == "export":
+        doc = intake.export_requests(svc.engine, instance=svc.settings.instance_name)
+        Path(args.file).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"{len(doc['requests'])} pending requests written to {args.file}")
+        return EXIT_OK
+    if args.action == "import":
+        try:
+            document = json.loads(Path(args.file).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"Cannot read requests file {args.file}: {exc}") from exc
+        created = intake.import_requests(svc.engine, svc.upstream(), svc.settings.policy, document)
+        for r in created:
+            print(f"request {r.pk}: {r.repo_type}:{r.repo_id}@{r.revision} -> {r.commit} ({r.state}, {r.verdict})")
+        print(f"{len(created)} requests imported")
+        return EXIT_OK
     with Session(svc.engine) as session:
         rows = workflow.list_requests(session, state=args.state, limit=args.limit)
     print(f"{'ID':>5}  {'STATE':<10} {'VERDICT':<12} {'REPO':<40} {'REVISION':<12} COMMIT")
@@ -158,7 +175,10 @@ def _cmd_requests(args: argparse.Namespace) -> int:
 
 
 def _add_requests_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("requests", help="list mirror requests")
+    p = sub.add_parser("requests", help="list mirror requests; carry them across the air gap (export/import)")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "export", "import"],
+                   help="export: write the pending offline requests to FILE; import: create them here from FILE")
+    p.add_argument("file", nargs="?", help="requests file for export/import")
     p.add_argument("--state", choices=["pending", "approved", "syncing", "available", "rejected", "failed"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=_cmd_requests)

@@ -15,7 +15,7 @@ from api.hub.cache import CommitIndex, MetadataCache
 from api.settings import Settings
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
-from mirror.upstream import HubUpstream
+from mirror.upstream import HubUpstream, UpstreamError
 from registry import secrets, tokens
 from registry.audit import Actor
 from registry.catalog import SnapshotView
@@ -77,6 +77,11 @@ class Services:
     def upstream(self) -> HubUpstream:
         with self._lock:
             if self._upstream is None:
+                if self.settings.upstream_url is None:
+                    raise UpstreamError(
+                        "No upstream is configured (HUBGATE_UPSTREAM_URL is empty): this is a sealed side; "
+                        "carry requests out with `hubgate requests export`"
+                    )
                 token = self.settings.upstream_token
                 if token is None:
                     key = secrets.load_or_create_key(self.settings.key_file)

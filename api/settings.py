@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
     anonymous_read: bool = Field(True, description="Serve approved content without a token; false: every Hub request needs one")
     secret_key_file: Path | None = Field(None, description="Key that encrypts stored secrets; default <data_dir>/secret.key (created 0600)")
-    upstream_url: str = Field("https://huggingface.co", description="The Hub (or an outer hubgate) that requests and syncs read from")
+    upstream_url: str | None = Field("https://huggingface.co", description="The Hub (or an outer hubgate) that requests and syncs read from; empty on a sealed side")
     upstream_token: str | None = Field(None, description="Upstream token from the environment (else `hubgate upstream-token set`, stored encrypted)")
     worker_in_process: bool = Field(True, description="`hubgate serve` also runs a sync worker")
     worker_threads: int = Field(1, ge=1, le=32, description="Jobs a worker process runs at once")
@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [x.strip() for x in v.split(",") if x.strip()]
         return v
+
+    @field_validator("upstream_url", mode="before")
+    @classmethod
+    def _upstream_url(cls, v: object) -> object:
+        if v in ("", None):
+            return None
+        AnyHttpUrl(str(v))
+        return str(v).rstrip("/")
 
     @field_validator("public_url")
     @classmethod

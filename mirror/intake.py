@@ -12,7 +12,7 @@ from sqlmodel import Session
 from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile
 from registry import audit, catalog, policy, workflow
 from registry.db import session_scope
-from registry.errors import RepoNotFoundError, RevisionNotFoundError
+from registry.errors import InvalidInputError, RepoNotFoundError, RevisionNotFoundError
 from registry.models import MirrorRequest
 from registry.settings import PolicySettings
 from registry.types import RepoRef, RepoType, is_commit_sha, validate_revision
@@ -113,3 +113,67 @@ def create_request(
             ignore_patterns=ignore_patterns, reason=reason, actor=actor, findings=findings, verdict=verdict,
             changes=changes,
         )
+
+
+REQUESTS_FORMAT = "hubgate-requests/1"
+OFFLINE_FINDING = {
+    "rule": "offline", "severity": "info", "data": {},
+    "message": "Recorded on a sealed side without an upstream: resolved and checked on the connected side",
+}
+
+
+def record_offline_request(
+    engine: Engine, *, repo: RepoRef, revision: str, allow_patterns: list[str] | None,
+    ignore_patterns: list[str] | None, reason: str, actor: audit.Actor,
+) -> MirrorRequest:
+    """A request made where no upstream is reachable: kept pending until carried out with export_requests."""
+    validate_revision(revision)
+    with session_scope(engine) as session:
+        return workflow.submit(
+            session, repo=repo, revision=revision, commit="", allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns, reason=reason, actor=actor, findings=[OFFLINE_FINDING], verdict="review",
+            changes=None,
+        )
+
+
+def export_requests(engine: Engine, *, instance: str) -> dict[str, Any]:
+    """The pending offline requests, as a document to carry to the connected side."""
+    from datetime import datetime, timezone
+
+    with Session(engine) as session:
+        pending = [r for r in workflow.list_requests(session, state="pending", limit=1000) if not r.commit]
+    return {
+        "format": REQUESTS_FORMAT,
+        "instance": instance,
+        "exported_at": datetime.now(timezone.utc).isoformat(),
+        "requests": [
+            {"id": r.pk, "repo_type": r.repo_type, "repo_id": r.repo_id, "revision": r.revision,
+             "allow_patterns": r.allow_patterns, "ignore_patterns": r.ignore_patterns, "reason": r.reason,
+             "requester": r.requester}
+            for r in pending
+        ],
+    }
+
+
+def import_requests(
+    engine: Engine, upstream: HubUpstream, settings: PolicySettings, document: dict[str, Any]
+) -> list[MirrorRequest]:
+    """Create (with findings) the requests a sealed side exported; ones already imported are skipped."""
+    if not isinstance(document, dict) or document.get("format") != REQUESTS_FORMAT:
+        raise InvalidInputError(f"Not a hubgate requests file (expected format {REQUESTS_FORMAT!r})")
+    origin = str(document.get("instance") or "sealed")
+    created = []
+    for item in document.get("requests") or []:
+        repo = RepoRef.parse(str(item["repo_type"]), str(item["repo_id"]))
+        requester = f"{origin}:{item.get('requester', 'unknown')}"
+        marker = f"[{origin} request {item.get('id')}]"
+        with Session(engine) as session:
+            seen = any(marker in r.reason for r in workflow.list_requests(session, repo_id=repo.id, limit=1000))
+        if seen:
+            continue
+        created.append(create_request(
+            engine, upstream, settings, repo=repo, revision=str(item.get("revision") or "main"),
+            allow_patterns=item.get("allow_patterns"), ignore_patterns=item.get("ignore_patterns"),
+            reason=f"{marker} {item.get('reason', '')}".strip(), actor=audit.Actor(requester, "requester", origin),
+        ))
+    return created

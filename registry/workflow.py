@@ -80,6 +80,10 @@ def submit(
 def approve(session: Session, pk: int, actor: audit.Actor) -> MirrorRequest:
     """Approve the recorded commit and queue its sync. Raises PolicyBlockedError if a rule blocks it."""
     req = get(session, pk)
+    if not req.commit:
+        raise InvalidTransitionError(
+            f"Request {pk} was recorded offline and names no commit: export it to the connected side to approve it there"
+        )
     if req.verdict == "blocked":
         blocking = [f for f in req.findings if f.get("severity") == "block"]
         raise PolicyBlockedError(f"Request {pk} is blocked by policy: " + "; ".join(f["message"] for f in blocking), blocking)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session
 
 from api.admin import schemas
 from api.auth import Admin, Reader, Requester
 from api.services import Services, services
-from mirror.intake import create_request
+from mirror.intake import create_request, record_offline_request
 from mirror.storage import layout
 from registry import audit, catalog, snapshots, tokens, workflow
 from registry.db import session_scope
 from registry.refs import parse_ref
-from registry.types import RepoRef
+from mirror.errors import ObjectNotFoundError
+from registry.errors import NotFoundError
+from registry.models import MirrorRequest, utcnow
+from registry.types import RepoRef, RepoType, validate_commit
 
 router = APIRouter(prefix="/registry/v1")
 ERRORS = {400: {"description": "Invalid input"}, 401: {"description": "No or invalid token"},
@@ -31,12 +34,19 @@ def _svc(request: Request) -> Services:
 def create(body: schemas.RequestCreate, actor: Requester, request: Request) -> schemas.RequestPublic:
     """Request a repo at a revision: resolved upstream to a full sha, with policy findings."""
     svc = _svc(request)
-    req = create_request(
-        svc.engine, svc.upstream(), svc.settings.policy, repo=RepoRef.parse(body.repo_type, body.repo_id),
-        revision=body.revision, allow_patterns=body.allow_patterns, ignore_patterns=body.ignore_patterns,
-        reason=body.reason, actor=actor,
-    )
-    return schemas.RequestPublic.of(req)
+    return schemas.RequestPublic.of(submit_request(svc, body.repo_type, body.repo_id, body.revision,
+                                                   body.allow_patterns, body.ignore_patterns, body.reason, actor))
+
+
+def submit_request(svc: Services, repo_type: str, repo_id: str, revision: str, allow: list[str] | None,
+                   ignore: list[str] | None, reason: str, actor: audit.Actor) -> MirrorRequest:
+    """Online: resolved upstream, with findings. Sealed side (no upstream): recorded for export."""
+    repo = RepoRef.parse(repo_type, repo_id)
+    if svc.settings.upstream_url is None:
+        return record_offline_request(svc.engine, repo=repo, revision=revision, allow_patterns=allow,
+                                      ignore_patterns=ignore, reason=reason, actor=actor)
+    return create_request(svc.engine, svc.upstream(), svc.settings.policy, repo=repo, revision=revision,
+                          allow_patterns=allow, ignore_patterns=ignore, reason=reason, actor=actor)
 
 
 @router.get("/requests", response_model=list[schemas.RequestPublic], responses=ERRORS)
@@ -77,8 +87,6 @@ def retry(pk: int, actor: Admin, request: Request) -> schemas.RequestPublic:
 @router.get("/repos", response_model=list[schemas.SnapshotPublic], responses=ERRORS)
 def repos(actor: Reader, request: Request, repo_type: str = "model") -> list[schemas.SnapshotPublic]:
     """The default snapshot of every published repo of a type."""
-    from registry.types import RepoType
-
     with Session(_svc(request).engine) as session:
         return [_snapshot(s, []) for s in catalog.list_repos(session, RepoType.parse(repo_type))]
 
@@ -89,6 +97,21 @@ def repo_snapshots(repo_type: str, repo_id: str, actor: Reader, request: Request
     with Session(_svc(request).engine) as session:
         refs = catalog.list_refs(session, repo)
         return [_snapshot(s, [r.name for r in refs if r.commit == s.commit]) for s in catalog.list_snapshots(session, repo)]
+
+
+@router.get("/repos/{repo_type}/{repo_id:path}/snapshots/{commit}/signature", responses=ERRORS | {
+    200: {"content": {"application/vnd.dev.sigstore.bundle.v0.3+json": {}},
+          "description": "The OMS signature bundle; verify with `model_signing verify key`"}})
+def signature(repo_type: str, repo_id: str, commit: str, actor: Reader, request: Request) -> Response:
+    """The snapshot's OpenSSF model-signing bundle (save it as model.sig beside the downloaded folder)."""
+    svc, repo = _svc(request), RepoRef.parse(repo_type, repo_id)
+    with Session(svc.engine) as session:
+        catalog.resolve(session, repo, validate_commit(commit))
+    try:
+        bundle = svc.store.get_signature(repo, commit)
+    except ObjectNotFoundError as exc:
+        raise NotFoundError(f"{repo.id}@{commit} has no signature") from exc
+    return Response(bundle, media_type="application/vnd.dev.sigstore.bundle.v0.3+json")
 
 
 @router.put("/repos/{repo_type}/{repo_id:path}/refs/{ref}", responses=ERRORS)
@@ -127,7 +150,8 @@ def create_token(body: schemas.TokenCreate, actor: Admin, request: Request) -> s
     """Create a token; its secret is in this answer and nowhere else."""
     with session_scope(_svc(request).engine) as session:
         t = tokens.create(session, name=body.name, role=body.role, actor=actor)
-    return schemas.TokenPublic(token_id=t.token_id, name=t.name, role=t.role, created_at=_now(), revoked=False, token=t.token)
+    return schemas.TokenPublic(token_id=t.token_id, name=t.name, role=t.role, created_at=utcnow(), revoked=False,
+                               token=t.token)
 
 
 @router.get("/tokens", response_model=list[schemas.TokenPublic], responses=ERRORS)
@@ -148,10 +172,5 @@ def _snapshot(s: catalog.SnapshotView, refs: list[str]) -> schemas.SnapshotPubli
     return schemas.SnapshotPublic(
         repo_type=s.repo.type.value, repo_id=s.repo.id, commit=s.commit, file_count=s.file_count,
         total_size=s.total_size, state=s.state, manifest_digest=s.manifest_digest, created_at=s.created_at, refs=refs,
+        provenance=s.provenance,
     )
-
-
-def _now():  # type: ignore[no-untyped-def]
-    from registry.models import utcnow
-
-    return utcnow()

@@ -83,6 +83,7 @@ class SnapshotPublic(BaseModel):
     manifest_digest: str
     created_at: datetime
     refs: list[str] = []
+    provenance: dict[str, Any] = {}
 
 
 class AuditPublic(BaseModel):
