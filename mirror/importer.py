@@ -57,10 +57,14 @@ def _cache_snapshot(folder: Path) -> tuple[Path, str] | None:
     return None
 
 
-def scan_folder(folder: Path, allowed_root: Path) -> list[SourceFile]:
-    """List the files of ``folder``; refuse anything that could escape it or is not a regular file."""
+def scan_folder(folder: Path, allowed_root: Path, *, cache_blobs: Path | None = None) -> list[SourceFile]:
+    """List the files of ``folder``, sorted by path; refuse anything that could escape it or is not a regular file.
+
+    ``cache_blobs``: for an HF cache snapshot, its ``blobs`` folder (whose file names are etags).
+    """
     files: list[SourceFile] = []
     root_real = allowed_root.resolve()
+    cache_blobs = cache_blobs.resolve() if cache_blobs is not None else None
     for dirpath, dirnames, filenames in os.walk(folder):
         rel_dir = os.path.relpath(dirpath, folder).replace(os.sep, "/")
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
@@ -80,14 +84,18 @@ def scan_folder(folder: Path, allowed_root: Path) -> list[SourceFile]:
             real = full.resolve()
             if not real.is_relative_to(root_real):
                 raise ImportSourceError(f"{rel} is a symlink pointing outside {allowed_root}: {real}")
-            st = real.stat()
+            try:
+                st = real.stat()
+            except OSError as exc:
+                raise ImportSourceError(f"{rel} cannot be read: {exc.strerror}") from exc
             if not stat.S_ISREG(st.st_mode):
                 raise ImportSourceError(f"{rel} is not a regular file")
-            etag = real.name if full.is_symlink() and real.parent.name == "blobs" else None
+            # Only an HF cache snapshot names its blobs by the Hub's etag (sha256 or git blob id).
+            etag = real.name if cache_blobs is not None and full.is_symlink() and real.parent == cache_blobs else None
             files.append(SourceFile(rel, real, st.st_size, etag))
     if not files:
         raise ImportSourceError(f"{folder} holds no files to import")
-    return files
+    return sorted(files, key=lambda f: f.path)
 
 
 def _lfs_rules(files: list[SourceFile]) -> LfsRules:
@@ -121,6 +129,7 @@ def import_folder(
     Raises ImportSourceError or InvalidInputError on bad input (nothing written), ConflictError if
     the commit is already published with other content.
     """
+    repo = RepoRef.parse(repo.type, repo.id)
     if not folder.is_dir():
         raise ImportSourceError(f"{folder} is not a folder")
     ref_names: list[RefName] = [parse_ref(r) for r in (refs if refs is not None else ["main"])]
@@ -133,7 +142,7 @@ def import_folder(
         if revision is not None and revision != cache_sha:
             raise ImportSourceError(f"--revision {revision} differs from the cache snapshot's commit {cache_sha}")
         revision = cache_sha
-    files = scan_folder(folder, allowed_root)
+    files = scan_folder(folder, allowed_root, cache_blobs=allowed_root / "blobs" if cached is not None else None)
     rules = _lfs_rules(files)
     entries = []
     for f in files:

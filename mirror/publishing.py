@@ -10,11 +10,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mirror import repoinfo, scrub
-from mirror.errors import BlobNotFoundError
+from mirror.errors import BlobNotFoundError, ObjectNotFoundError
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
 from registry import snapshots
 from registry.db import session_scope
+from registry.errors import ConflictError
 from registry.manifest import Manifest
 from registry.models import KnownBlob, Ref
 from registry.refs import RefName, parse_ref
@@ -45,14 +46,24 @@ def publish_manifest(
     missing = [f.path for f in manifest.files if not store.has(f.sha256)]
     if missing:
         raise BlobNotFoundError(f"Cannot publish {manifest.repo}@{manifest.commit}: blobs missing for {missing[:5]}")
-    digest = store.put_manifest(manifest)
-    provenance = dict(provenance or {})
-    if signature is None and signer is not None:
-        signature = signer.sign(manifest)
-        provenance.setdefault("key_id", signer.key_id)
-    if signature is not None:
-        store.put_signature(manifest.repo, manifest.commit, signature)
-    store.put_provenance(manifest.repo, manifest.commit, provenance)
+    try:
+        stored: Manifest | None = store.get_manifest(manifest.repo, manifest.commit)
+    except ObjectNotFoundError:
+        stored = None
+    if stored is not None and stored.digest() != manifest.digest():
+        raise ConflictError(f"{manifest.repo} commit {manifest.commit} is already published with different content")
+    if stored is None:  # a re-publish keeps the first manifest, signature and provenance byte for byte
+        store.put_manifest(manifest)
+        provenance = dict(provenance or {})
+        if signature is None and signer is not None:
+            signature = signer.sign(manifest)
+            provenance.setdefault("key_id", signer.key_id)
+        if signature is not None:
+            store.put_signature(manifest.repo, manifest.commit, signature)
+        store.put_provenance(manifest.repo, manifest.commit, provenance)
+    else:
+        provenance = store.get_provenance(manifest.repo, manifest.commit)
+    digest = manifest.digest()
     info = repoinfo.describe(store, manifest)
     refs = list(refs)
     with session_scope(engine) as session:

@@ -77,9 +77,10 @@ def resolve(session: Session, repo: RepoRef, revision: str | None) -> SnapshotVi
     if is_commit_sha(revision):
         commit = revision
     else:
+        kind = "branch" if revision.startswith("refs/heads/") else "tag" if revision.startswith("refs/tags/") else None
         name = revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
         ref = session.get(Ref, (repo_row.pk, name))
-        if ref is None:
+        if ref is None or (kind is not None and ref.kind != kind):
             raise RevisionNotFoundError(f"Revision {revision!r} not found in {repo.id}")
         commit = ref.commit
     snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()

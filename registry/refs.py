@@ -38,7 +38,7 @@ def parse_ref(value: str) -> RefName:
         _plain(value[len("refs/convert/"):], value)
         return RefName(value, "convert")
     if value.startswith("refs/"):
-        if _PR_RE.match(value):
+        if _PR_RE.fullmatch(value):
             return RefName(value, "pr")
         raise InvalidInputError(f"Invalid ref name {value!r}")
     return RefName(_plain(value, value), "branch")

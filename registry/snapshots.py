@@ -95,7 +95,9 @@ def set_ref(session: Session, repo_row: Repo, ref: RefName, commit: str) -> bool
     if exists is None:
         raise RevisionNotFoundError(f"Commit {commit} is not published in {repo_row.repo_id}")
     row = session.get(Ref, (repo_row.pk, ref.name))
-    if row is not None and row.commit == commit and row.kind == ref.kind:
+    if row is not None and row.kind != ref.kind:
+        raise ConflictError(f"{ref.name!r} is a {row.kind} of {repo_row.repo_id}; it cannot become a {ref.kind}")
+    if row is not None and row.commit == commit:
         return False
     if row is None:
         assert repo_row.pk is not None

@@ -64,7 +64,7 @@ class RepoRef:
 
 def validate_repo_id(repo_id: str) -> str:
     """Return ``repo_id`` if it follows the Hub's grammar (made stricter), else raise InvalidInputError."""
-    if not isinstance(repo_id, str) or not _REPO_ID_RE.match(repo_id):
+    if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id):
         raise InvalidInputError(
             f"Invalid repo id {repo_id!r}: expected 'name' or 'org/name' of letters, digits, '.', '_', '-'"
         )
@@ -74,7 +74,7 @@ def validate_repo_id(repo_id: str) -> str:
 
 
 def is_commit_sha(value: str) -> bool:
-    return bool(_SHA1_RE.match(value))
+    return bool(_SHA1_RE.fullmatch(value))
 
 
 def validate_commit(value: str) -> str:
@@ -84,7 +84,7 @@ def validate_commit(value: str) -> str:
 
 
 def validate_sha256(value: str) -> str:
-    if not _SHA256_RE.match(value):
+    if not _SHA256_RE.fullmatch(value):
         raise InvalidInputError(f"Invalid sha256 {value!r}: expected 64 lowercase hex characters")
     return value
 
@@ -94,7 +94,7 @@ def validate_revision(revision: str) -> str:
     if is_commit_sha(revision):
         return revision
     if (
-        not _REF_RE.match(revision)
+        not _REF_RE.fullmatch(revision)
         or ".." in revision
         or "//" in revision
         or revision.endswith(("/", ".lock", "."))

@@ -13,6 +13,10 @@ class RangeNotSatisfiableError(HubgateError):
         self.size = size
 
 
+def _digits(s: str) -> bool:
+    return s == "" or (s.isascii() and s.isdigit())
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive (start, end) asked for, or None to send the whole file.
 
@@ -28,7 +32,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not sep:
         return None
     first, last = first.strip(), last.strip()
-    if (first and not first.isdigit()) or (last and not last.isdigit()) or (not first and not last):
+    if not _digits(first) or not _digits(last) or (not first and not last):
         return None
     if size == 0:
         raise RangeNotSatisfiableError(size)

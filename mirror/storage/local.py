@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,14 +97,16 @@ class LocalDriver:
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a folder is a key prefix, not an object
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def open(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
         try:
             f = open(self._path(key), "rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"Object {key} not found") from exc
         if offset:
             f.seek(offset)
@@ -116,7 +119,7 @@ class LocalDriver:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFoundError(f"Object {key} not found") from exc
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -140,6 +143,8 @@ class LocalDriver:
         self._path(key).unlink(missing_ok=True)
 
     def iter_keys(self, prefix: str) -> Iterator[str]:
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise StorageError(f"Invalid storage key prefix {prefix!r}")
         keys = []
         base = self.root
         start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base

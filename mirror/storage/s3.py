@@ -158,7 +158,10 @@ class S3Driver:
     def open(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key(key)}
         if length == 0:
-            return _BodyReader(_Empty())  # type: ignore[return-value]
+            info = self.stat(key)
+            if info is None:
+                raise ObjectNotFoundError(f"Object {key} not found")
+            return _BodyReader(_Empty(), info.size)  # type: ignore[return-value]
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             params["Range"] = f"bytes={offset}-{end}"

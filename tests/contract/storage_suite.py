@@ -228,13 +228,10 @@ class StorageDriverSuite:
         assert d.local_path("no/such/key") is None
 
     def test_missing_key_open_with_zero_length_raises(self, harness: Harness, request: pytest.FixtureRequest) -> None:
-        known_bug(request, harness, {"s3"}, "S3Driver.open returns an empty reader for length=0 without checking the key exists")
         with pytest.raises(ObjectNotFoundError):
             harness.driver.open("no/such/key", 0, 0)
 
     def test_prefix_of_keys_is_not_an_object(self, harness: Harness, request: pytest.FixtureRequest) -> None:
-        known_bug(request, harness, {"local"}, "LocalDriver.stat/get_bytes treat a directory (a key prefix) as an object",
-                  raises=(AssertionError, IsADirectoryError))
         d = harness.driver
         d.put_bytes("dir/obj", SMALL)
         assert d.stat("dir") is None
@@ -285,7 +282,6 @@ class StorageDriverSuite:
             w.cancel()
 
     def test_iter_keys_never_lists_outside_the_store(self, harness: Harness, request: pytest.FixtureRequest) -> None:
-        known_bug(request, harness, {"local"}, "LocalDriver.iter_keys does not validate the prefix and walks outside its root for '../'")
         d = harness.driver
         d.put_bytes("inside", SMALL)
         if harness.outside_dir is not None:

@@ -77,8 +77,6 @@ def test_unknown_revision(published: Engine, revision: str) -> None:
         resolve(published, revision)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="hubgate bug: registry/catalog.py resolve strips refs/heads/ and refs/tags/ and ignores Ref.kind")
 @pytest.mark.parametrize("revision", ["refs/tags/dev", "refs/heads/v1"])
 def test_qualified_ref_of_the_other_kind_is_not_found(published: Engine, revision: str) -> None:
     with pytest.raises(RevisionNotFoundError):
@@ -181,9 +179,6 @@ def test_publish_other_content_for_the_same_commit_conflicts(engine: Engine) -> 
     assert row_counts(engine) == counts  # the transaction rolled back: no ref either
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="hubgate bug: Ref rows are keyed by name only and registry/snapshots.py set_ref rewrites "
-                          "the kind, so a tag named like a branch silently replaces the branch")
 def test_a_tag_does_not_replace_the_branch_of_the_same_name(engine: Engine) -> None:
     publish(engine, make_manifest(commit=C1), "main")
     try:

@@ -180,8 +180,6 @@ def test_symlink_inside_the_folder_is_followed(engine: Engine, store: BlobStore,
     assert not by_path["config.json"].lfs
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/importer.py scan_folder treats any symlink into a folder named "
-                   "'blobs' as an HF-cache blob, even in a plain folder, and lets its name decide LFS", raises=AssertionError)
 def test_plain_folder_symlink_into_a_blobs_folder_follows_normal_rules(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", {"blobs/weights-v2.safetensors": b"\0" * 64, "weights/config.json": b"{}"})
     (src / "weights" / "model.safetensors").symlink_to("../blobs/weights-v2.safetensors")
@@ -189,9 +187,6 @@ def test_plain_folder_symlink_into_a_blobs_folder_follows_normal_rules(engine: E
     assert {f.path: f.lfs for f in m.files}["weights/model.safetensors"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/importer.py scan_folder returns files in os.walk order (each "
-                   "folder's files before its subfolders), not sorted by path, so Manifest(...) raises a pydantic "
-                   "ValidationError after every blob was ingested", raises=ValidationError)
 @pytest.mark.parametrize("files", [
     {"z.txt": b"z", "data/x.txt": b"x"},
     {"a0": b"0", "a/x": b"x"},
@@ -315,9 +310,6 @@ def test_invalid_repo_id_via_parse(engine: Engine, store: BlobStore, folder: Pat
     assert_nothing_written(engine, store)
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/importer.py import_folder does not validate repo.id before "
-                   "ingesting; an unvalidated RepoRef fails only at Manifest(...) after every blob is stored",
-                   raises=AssertionError)
 @pytest.mark.parametrize("repo_id", ["a--b", "../x", "x.git"])
 def test_invalid_repo_id_leaves_nothing(engine: Engine, store: BlobStore, folder: Path, repo_id: str) -> None:
     with pytest.raises(InvalidInputError):
@@ -389,8 +381,6 @@ def test_symlink_to_a_device(engine: Engine, store: BlobStore, tmp_path: Path) -
     assert_nothing_written(engine, store)
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/importer.py scan_folder calls real.stat() on a dangling "
-                   "symlink and lets FileNotFoundError escape instead of raising ImportSourceError", raises=FileNotFoundError)
 def test_dangling_symlink(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", {"a.txt": b"a"})
     (src / "broken").symlink_to("missing-target")
@@ -436,9 +426,6 @@ def test_other_content_at_a_published_revision_is_a_conflict(engine: Engine, sto
         assert [r.name for r in catalog.list_refs(session, REPO)] == ["main"]
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/publishing.py publish_manifest calls store.put_manifest() before "
-                   "snapshots.publish() detects the conflict, overwriting the published manifest in the object store",
-                   raises=AssertionError)
 def test_conflict_leaves_the_stored_manifest_untouched(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
     rev = "d" * 40
     a = write_tree(tmp_path / "a", FILES)

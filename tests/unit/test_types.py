@@ -84,8 +84,6 @@ def test_repo_id_must_be_a_string(value: object) -> None:
         validate_repo_id(value)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: registry/types.py regexes end in '$', which also matches before a trailing newline",
-                   raises=(AssertionError, pytest.fail.Exception))
 @pytest.mark.parametrize("value", ["gpt2\n", "acme/tiny\n"])
 def test_repo_id_with_trailing_newline_is_invalid(value: str) -> None:
     with pytest.raises(InvalidInputError):
@@ -135,8 +133,6 @@ def test_sha256_grammar() -> None:
             validate_sha256(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: registry/types.py regexes end in '$', which also matches before a trailing newline",
-                   raises=(AssertionError, pytest.fail.Exception))
 def test_digests_with_trailing_newline_are_invalid() -> None:
     assert not is_commit_sha("a" * 40 + "\n")
     with pytest.raises(InvalidInputError):
@@ -196,8 +192,6 @@ def test_invalid_revisions(revision: str) -> None:
         validate_revision(revision)
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: registry/types.py regexes end in '$', which also matches before a trailing newline",
-                   raises=(AssertionError, pytest.fail.Exception))
 def test_revision_with_trailing_newline_is_invalid() -> None:
     with pytest.raises(InvalidInputError):
         validate_revision("main\n")

@@ -1,0 +1,394 @@
+"""The air-gap bundle format, version 1: what a bundle holds, how it is named and signed.
+
+A bundle is one directory, one tar file, or a tar split into volumes. Inside, members come in
+this order (a tar holds exactly these regular files, in this order, and nothing else)::
+
+    index.json                            the signed index: every other member's path, size and sha256
+    index.json.sig                        detached DSSE-style signature of index.json (ECDSA P-256)
+    snapshots/<manifest sha256>/manifest.json   the manifest, canonical bytes as stored
+    snapshots/<manifest sha256>/signature.sig   its OMS signature bundle (mirror/signing.py)
+    snapshots/<manifest sha256>/approval.json   who approved it, when, the findings, its provenance
+    blobs/<aa>/<sha256>                   file bytes (only those no earlier bundle carried)
+
+Member names are built from lowercase hex digests only, so they are the same on every file
+system (case-insensitive FAT/exFAT media included) and never need sanitising: an importer
+accepts exactly the names the signed index lists. The index comes first, so an importer
+checks its signature before it reads any other member; it is written before the blobs
+because the blob digests are known from the manifests.
+
+A tar split into volumes (``bundle.tar.000``, ``.001``, …) comes with ``bundle.tar.volumes.json``
+(+ ``.sig``): each volume's size and sha256, so a missing or truncated volume is named before
+anything is read. Tar forms also leave ``bundle.tar.index.json`` (+ ``.sig``), a copy of the
+index to keep on the exporting side for the next ``--since``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mirror.signing import SignatureError, Signer, key_id, load_public_key, pae
+from registry.errors import HubgateError, InvalidInputError
+from registry.refs import RefName, parse_ref
+from registry.types import RepoRef, RepoType, validate_commit, validate_repo_id, validate_sha256
+
+FORMAT = "hubgate.bundle"
+VERSION = 1
+VOLUMES_FORMAT = "hubgate.bundle.volumes"
+
+INDEX_NAME = "index.json"
+SIG_SUFFIX = ".sig"
+INDEX_SIG_NAME = INDEX_NAME + SIG_SUFFIX
+VOLUMES_SUFFIX = ".volumes.json"  # bundle.tar.volumes.json
+SIDECAR_SUFFIX = ".index.json"  # bundle.tar.index.json
+INDEX_PAYLOAD_TYPE = "application/vnd.hubgate.bundle.index.v1+json"
+VOLUMES_PAYLOAD_TYPE = "application/vnd.hubgate.bundle.volumes.v1+json"
+
+MANIFEST, SIGNATURE, APPROVAL, BLOB = "manifest", "signature", "approval", "blob"
+_SNAPSHOT_FILES = {MANIFEST: "manifest.json", SIGNATURE: "signature.sig", APPROVAL: "approval.json"}
+_MEMBER_RE = re.compile(
+    r"^(?:blobs/(?P<prefix>[0-9a-f]{2})/(?P<blob>[0-9a-f]{64})"
+    r"|snapshots/(?P<snap>[0-9a-f]{64})/(?P<file>manifest\.json|signature\.sig|approval\.json))$"
+)
+
+CHUNK_SIZE = 8 * 1024 * 1024
+MIN_VOLUME_SIZE = 4096
+# Caps, checked before anything is trusted or read into memory.
+MAX_INDEX_SIZE = 256 * 1024 * 1024
+MAX_SIG_SIZE = 64 * 1024
+MAX_MEMBERS = 2_000_000
+MAX_SMALL_SIZE = {MANIFEST: 64 * 1024 * 1024, SIGNATURE: 4 * 1024 * 1024, APPROVAL: 16 * 1024 * 1024}
+
+PublicKeys = Mapping[str, ec.EllipticCurvePublicKey]
+
+
+class BundleError(HubgateError):
+    """A bundle cannot be exported or imported: unsigned, untrusted, damaged, unsafe or inconsistent."""
+
+
+# -- member names ------------------------------------------------------------------------------
+
+
+def blob_member(sha256: str) -> str:
+    return f"blobs/{sha256[:2]}/{sha256}"
+
+
+def snapshot_member(manifest_sha256: str, kind: str) -> str:
+    return f"snapshots/{manifest_sha256}/{_SNAPSHOT_FILES[kind]}"
+
+
+def member_kind(path: str) -> tuple[str, str] | None:
+    """(kind, digest) of a bundle member name: the blob's sha256 or the manifest's; None if not a member name."""
+    m = _MEMBER_RE.match(path)
+    if m is None:
+        return None
+    if m.group("blob"):
+        return (BLOB, m.group("blob")) if m.group("blob")[:2] == m.group("prefix") else None
+    kind = next(k for k, name in _SNAPSHOT_FILES.items() if name == m.group("file"))
+    return kind, m.group("snap")
+
+
+def volume_name(bundle: str, number: int) -> str:
+    return f"{bundle}.{number:03d}"
+
+
+def canonical_json(doc: Any) -> bytes:
+    return (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the index -----------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemberEntry(_Frozen):
+    path: str
+    size: int = Field(ge=0)
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        return validate_sha256(v)
+
+
+class SnapshotKey(_Frozen):
+    """One published snapshot, as bundles and watermarks name it."""
+
+    repo_type: RepoType
+    repo_id: str
+    commit: str
+    manifest_sha256: str
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        return validate_repo_id(v)
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, v: str) -> str:
+        return validate_commit(v)
+
+    @field_validator("manifest_sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        return validate_sha256(v)
+
+    @property
+    def repo(self) -> RepoRef:
+        return RepoRef(self.repo_type, self.repo_id)
+
+    @property
+    def commit_key(self) -> tuple[RepoType, str, str]:
+        return self.repo_type, self.repo_id, self.commit
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.commit}"
+
+
+class RefEntry(_Frozen):
+    """A ref of the exporting instance pointing at a commit this bundle or an earlier one carried."""
+
+    repo_type: RepoType
+    repo_id: str
+    name: str
+    kind: str
+    commit: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> "RefEntry":
+        validate_repo_id(self.repo_id)
+        validate_commit(self.commit)
+        ref = RefName(self.name, self.kind)
+        if parse_ref(ref.full) != ref:
+            raise ValueError(f"invalid ref {self.name!r} of kind {self.kind!r}")
+        return self
+
+    @property
+    def ref(self) -> RefName:
+        return RefName(self.name, self.kind)
+
+    @property
+    def repo(self) -> RepoRef:
+        return RepoRef(self.repo_type, self.repo_id)
+
+
+class Index(_Frozen):
+    format: Literal["hubgate.bundle"] = FORMAT
+    version: int = VERSION
+    instance: str = Field(min_length=1, max_length=100)
+    key_id: str
+    created_at: str
+    since: str | None = None  # sha256 of the index of the export this one continues
+    snapshots: tuple[SnapshotKey, ...]
+    refs: tuple[RefEntry, ...] = ()
+    watermark: tuple[SnapshotKey, ...]  # every snapshot this bundle and the ones before it carried
+    members: tuple[MemberEntry, ...]  # in stream order: snapshot members, then blobs
+
+    @field_validator("key_id")
+    @classmethod
+    def _key_id(cls, v: str) -> str:
+        return validate_sha256(v)
+
+    @field_validator("created_at")
+    @classmethod
+    def _created_at(cls, v: str) -> str:
+        datetime.fromisoformat(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Index":
+        if len(self.members) > MAX_MEMBERS:
+            raise ValueError(f"more than {MAX_MEMBERS} members")
+        seen: set[str] = set()
+        blobs_started = False
+        for m in self.members:
+            kind = member_kind(m.path)
+            if kind is None:
+                raise ValueError(f"invalid member name {m.path!r}")
+            if m.path in seen:
+                raise ValueError(f"duplicate member {m.path!r}")
+            seen.add(m.path)
+            if kind[0] == BLOB:
+                blobs_started = True
+                if kind[1] != m.sha256:
+                    raise ValueError(f"blob member {m.path!r} has sha256 {m.sha256}")
+            else:
+                if blobs_started:
+                    raise ValueError(f"snapshot member {m.path!r} after the blobs")
+                if m.size > MAX_SMALL_SIZE[kind[0]]:
+                    raise ValueError(f"member {m.path!r} is larger than {MAX_SMALL_SIZE[kind[0]]} bytes")
+        keys = [s.commit_key for s in self.snapshots]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a snapshot is listed twice")
+        by_path = {m.path: m for m in self.members}
+        expected = set()
+        for s in self.snapshots:
+            for kind in _SNAPSHOT_FILES:
+                expected.add(snapshot_member(s.manifest_sha256, kind))
+            manifest = by_path.get(snapshot_member(s.manifest_sha256, MANIFEST))
+            if manifest is None or manifest.sha256 != s.manifest_sha256:
+                raise ValueError(f"the manifest of {s} is missing or has another sha256")
+        listed = {p for p in by_path if member_kind(p)[0] != BLOB}  # type: ignore[index]
+        if listed != expected:
+            raise ValueError(f"snapshot members without a snapshot: {sorted(listed - expected)[:3]}")
+        if not set(self.snapshots) <= set(self.watermark):
+            raise ValueError("the watermark does not include the bundle's own snapshots")
+        return self
+
+    @property
+    def blob_members(self) -> list[MemberEntry]:
+        return [m for m in self.members if m.path.startswith("blobs/")]
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Index":
+        """Parse a signature-verified index. Raises BundleError naming what is wrong."""
+        doc = _load_json(data, "index.json")
+        if doc.get("format") != FORMAT:
+            raise BundleError(f"index.json is not a hubgate bundle index (format {doc.get('format')!r})")
+        if doc.get("version") != VERSION:
+            raise BundleError(f"Bundle format version {doc.get('version')!r} is not supported (this hubgate reads {VERSION})")
+        try:
+            return cls.model_validate(doc)
+        except (ValidationError, InvalidInputError) as exc:
+            raise BundleError(f"Invalid bundle index: {exc}") from exc
+
+
+class VolumeEntry(_Frozen):
+    name: str
+    size: int = Field(gt=0)
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        return validate_sha256(v)
+
+
+class VolumeList(_Frozen):
+    format: Literal["hubgate.bundle.volumes"] = VOLUMES_FORMAT
+    version: int = VERSION
+    bundle: str  # the tar's name without the volume number: bundle.tar
+    key_id: str
+    index_sha256: str
+    volume_size: int = Field(ge=MIN_VOLUME_SIZE)
+    volumes: tuple[VolumeEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "VolumeList":
+        if "/" in self.bundle or "\\" in self.bundle or self.bundle in ("", ".", ".."):
+            raise ValueError(f"invalid bundle name {self.bundle!r}")
+        for number, v in enumerate(self.volumes):
+            if v.name != volume_name(self.bundle, number):
+                raise ValueError(f"volume {number} is named {v.name!r}")
+            last = number == len(self.volumes) - 1
+            if v.size > self.volume_size or (not last and v.size != self.volume_size):
+                raise ValueError(f"volume {v.name} has {v.size} bytes with a volume size of {self.volume_size}")
+        return self
+
+    @property
+    def total_size(self) -> int:
+        return sum(v.size for v in self.volumes)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "VolumeList":
+        doc = _load_json(data, "the volume list")
+        if doc.get("format") != VOLUMES_FORMAT or doc.get("version") != VERSION:
+            raise BundleError(f"Unsupported volume list (format {doc.get('format')!r}, version {doc.get('version')!r})")
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise BundleError(f"Invalid volume list: {exc}") from exc
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise BundleError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BundleError(f"{what} is not a JSON object")
+    return doc
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+
+def sign_detached(signer: Signer, payload_type: str, data: bytes) -> bytes:
+    """A detached DSSE-style signature of ``data``: ECDSA P-256 over PAE(payload_type, data)."""
+    sig = signer.private_key.sign(pae(payload_type, data), ec.ECDSA(hashes.SHA256()))
+    return canonical_json({
+        "payloadType": payload_type,
+        "signatures": [{"keyid": signer.key_id, "sig": base64.b64encode(sig).decode()}],
+    })
+
+
+def verify_detached(sig_bytes: bytes, data: bytes, payload_type: str, trusted: PublicKeys, what: str) -> str:
+    """Check a detached signature of ``data`` against the trusted keys. Returns the signing key id.
+
+    Raises BundleError when the signature is malformed, for another payload type, by an
+    untrusted key, or does not verify.
+    """
+    try:
+        doc = json.loads(sig_bytes)
+        if doc["payloadType"] != payload_type:
+            raise BundleError(f"{what} signature is for {doc['payloadType']!r}, not {payload_type!r}")
+        signatures = [(s["keyid"], base64.b64decode(s["sig"], validate=True)) for s in doc["signatures"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"Malformed {what} signature: {exc}") from exc
+    if not signatures:
+        raise BundleError(f"{what} is not signed")
+    signed_by = [kid for kid, _ in signatures]
+    for kid, sig in signatures:
+        key = trusted.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            continue
+        try:
+            key.verify(sig, pae(payload_type, data), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature as exc:
+            raise BundleError(f"The {what} signature by key {kid[:16]}… does not verify: the bundle was altered") from exc
+        return kid
+    raise BundleError(f"{what} is signed by an untrusted key ({', '.join(str(k)[:16] + '…' for k in signed_by)})")
+
+
+def load_trusted_keys(paths: Iterable[Path]) -> dict[str, ec.EllipticCurvePublicKey]:
+    """key id -> public key for PEM files (``HUBGATE_TRUSTED_KEYS``). Raises BundleError naming a bad file."""
+    trusted: dict[str, ec.EllipticCurvePublicKey] = {}
+    for path in paths:
+        try:
+            key = load_public_key(Path(path).read_bytes(), str(path))
+        except OSError as exc:
+            raise BundleError(f"Cannot read the trusted key {path}: {exc}") from exc
+        except SignatureError as exc:
+            raise BundleError(exc.message) from exc
+        trusted[key_id(key)] = key
+    return trusted
+
+
+def own_key(signer: Signer) -> dict[str, ec.EllipticCurvePublicKey]:
+    """The signer's own public key as a trusted set (reading back one's own exports)."""
+    return {signer.key_id: signer.private_key.public_key()}

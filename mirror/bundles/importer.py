@@ -1,0 +1,280 @@
+"""``hubgate import-bundle``: verify a bundle completely, copy its blobs in, then publish its snapshots.
+
+Order of checks, each refusing with a BundleError and nothing published:
+
+1. the volume list's signature and every volume's presence and size (volume sets);
+2. the index's signature against the trusted keys, before any other member is read;
+3. snapshots that would contradict what is already published here;
+4. every small member's size and sha256 against the index; each manifest parses, is the
+   canonical one the index names, and carries an OMS signature by a trusted key;
+5. every blob either in the bundle or already in the store; every blob copied in is checked
+   by the blob store (size, sha256, git blob id) before it becomes visible.
+
+Only then is each snapshot published (``publish_manifest``: manifest, original signature,
+provenance and refs in one transaction). Blobs already stored are not copied again, so a
+re-run after an interruption or a refusal resumes, and importing twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from mirror import signing
+from mirror.bundles.archive import BundleSource, Member, open_bundle, read_small, read_verified
+from mirror.bundles.format import (
+    APPROVAL, BLOB, MANIFEST, BundleError, Index, PublicKeys, RefEntry, SnapshotKey, member_kind,
+)
+from mirror.errors import DigestMismatchError
+from mirror.publishing import publish_manifest
+from mirror.storage.blobs import BlobStore
+from registry import audit, snapshots
+from registry.db import session_scope
+from registry.errors import InvalidInputError
+from registry.manifest import Manifest
+from registry.models import Ref, Repo, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportResult:
+    index_sha256: str
+    source_instance: str
+    key_id: str
+    form: str  # dir | tar | volumes
+    published: list[SnapshotKey] = field(default_factory=list)
+    unchanged: list[SnapshotKey] = field(default_factory=list)
+    refs_moved: list[str] = field(default_factory=list)
+    refs_skipped: list[str] = field(default_factory=list)  # their commit is not published here
+    blobs_copied: int = 0
+    blobs_skipped: int = 0  # already in the store
+    bytes_copied: int = 0
+
+
+@dataclass
+class _Incoming:
+    key: SnapshotKey
+    existing: bool  # already published here, with the same manifest
+    manifest_bytes: bytes = b""
+    signature: bytes = b""
+    approval: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
+    signature_key: str = ""
+
+
+def import_bundle(
+    engine: Engine, store: BlobStore, path: Path, *, trusted: PublicKeys, actor: audit.Actor = audit.SYSTEM
+) -> ImportResult:
+    """Verify the bundle at ``path`` (folder, tar, or volume set) and publish its snapshots.
+
+    ``trusted`` maps key ids to the public keys whose bundles and snapshot signatures are
+    accepted (``format.load_trusted_keys``). Raises BundleError, with nothing published, for an
+    unsigned or untrusted bundle, any size or checksum mismatch, a missing or truncated volume,
+    an unsafe or unlisted member, a snapshot that contradicts one published here, or blobs
+    that neither the bundle nor the store hold (an earlier incremental bundle not imported yet).
+    """
+    with open_bundle(path, trusted) as source:
+        index = source.index
+        result = ImportResult(source.index_sha256, index.instance, source.signed_by, source.form)
+        incoming = {k.manifest_sha256: _Incoming(k, existing) for k, existing in _check_conflicts(engine, index)}
+        blobs: dict[str, tuple[int, str]] | None = None
+        for member in source.members():
+            kind, digest = member_kind(member.entry.path)  # type: ignore[misc]
+            if kind != BLOB:
+                _take_small(incoming[digest], kind, read_small(member))
+                continue
+            if blobs is None:
+                blobs = _check_snapshots(store, source, incoming, trusted)
+            _take_blob(store, member, blobs[digest], result)
+        if blobs is None:
+            _check_snapshots(store, source, incoming, trusted)
+    _publish(engine, store, index, incoming, result, actor)
+    log.info("imported bundle %s from %s: %d published, %d unchanged, %d blobs copied, %d skipped",
+             result.index_sha256[:16], index.instance, len(result.published), len(result.unchanged),
+             result.blobs_copied, result.blobs_skipped)
+    return result
+
+
+def _check_conflicts(engine: Engine, index: Index) -> list[tuple[SnapshotKey, bool]]:
+    """(snapshot, already published here) for each; refuse one published here with other content."""
+    out = []
+    with Session(engine) as session:
+        for key in index.snapshots:
+            row = session.exec(
+                select(Snapshot.manifest_digest).join(Repo).where(
+                    Repo.repo_type == key.repo_type.value, Repo.repo_id == key.repo_id, Snapshot.commit == key.commit
+                )
+            ).first()
+            if row is not None and row != key.manifest_sha256:
+                raise BundleError(f"{key} is already published here with other content; refusing the bundle")
+            out.append((key, row is not None))
+    return out
+
+
+def _take_small(snap: _Incoming, kind: str, data: bytes) -> None:
+    if kind == MANIFEST:
+        snap.manifest_bytes = data
+    elif kind == APPROVAL:
+        snap.approval = _parse_approval(snap.key, data)
+    else:
+        snap.signature = data
+
+
+def _parse_approval(key: SnapshotKey, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise BundleError(f"The approval record of {key} is not valid JSON") from exc
+    if not isinstance(doc, dict) or (doc.get("repo_type"), doc.get("repo_id"), doc.get("commit")) != (
+        key.repo_type.value, key.repo_id, key.commit
+    ):
+        raise BundleError(f"The approval record of {key} is for another snapshot")
+    if not isinstance(doc.get("provenance"), dict) or not isinstance(doc.get("request"), dict | None):
+        raise BundleError(f"The approval record of {key} is malformed")
+    return doc
+
+
+def _check_snapshots(
+    store: BlobStore, source: BundleSource, incoming: dict[str, _Incoming], trusted: PublicKeys
+) -> dict[str, tuple[int, str]]:
+    """Check every manifest and its OMS signature; return sha256 -> (size, git oid) of the bundle's blobs.
+
+    Raises BundleError when a manifest is not the one the index names, a signature does not
+    verify against a trusted key, or a blob is neither in the bundle nor in the store.
+    """
+    files: dict[str, tuple[int, str]] = {}
+    for snap in incoming.values():
+        key = snap.key
+        try:
+            manifest = Manifest.from_json(snap.manifest_bytes)
+        except InvalidInputError as exc:
+            raise BundleError(f"The manifest of {key} is invalid: {exc.message}") from exc
+        if (manifest.repo_type, manifest.repo_id, manifest.commit) != key.commit_key:
+            raise BundleError(f"The manifest listed as {key} is for {manifest.repo}@{manifest.commit}")
+        if manifest.digest() != key.manifest_sha256:
+            raise BundleError(f"The manifest of {key} is not in canonical form")
+        try:
+            snap.signature_key = signing.verify(snap.signature, manifest, trusted)
+        except signing.SignatureError as exc:
+            raise BundleError(f"The snapshot signature of {key}: {exc.message}") from exc
+        snap.manifest = manifest
+        for f in manifest.files:
+            files[f.sha256] = (f.size, f.git_oid)
+    carried = {}
+    for m in source.index.blob_members:
+        if m.sha256 not in files:
+            raise BundleError(f"Blob {m.sha256} is in the bundle but in none of its snapshots")
+        if files[m.sha256][0] != m.size:
+            raise BundleError(f"Blob {m.sha256} has {m.size} bytes in the index and {files[m.sha256][0]} in its manifest")
+        carried[m.sha256] = files[m.sha256]
+    for sha, (size, _) in files.items():
+        if sha not in carried and not _stored(store, sha, size):
+            raise BundleError(
+                f"The bundle needs blob {sha}, which it does not carry and this store does not hold: "
+                f"import the bundle it continues first (index {source.index.since or 'unknown'})"
+            )
+    return carried
+
+
+def _stored(store: BlobStore, sha256: str, size: int) -> bool:
+    info = store.stat(sha256)
+    return info is not None and info.size == size
+
+
+def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result: ImportResult) -> None:
+    size, git_oid = expect
+    entry = member.entry
+    if _stored(store, entry.sha256, size):  # verified when it was stored: do not copy it again
+        member.skip()
+        result.blobs_skipped += 1
+        return
+    try:
+        with store.ingest(size=size, sha256=entry.sha256, git_oid=git_oid, what=entry.path) as w:
+            read_verified(member, w.write, check_sha256=False)  # the writer hashes and checks
+            w.commit()
+    except DigestMismatchError as exc:
+        raise BundleError(f"{entry.path}: {exc.message}: the bundle was altered or damaged") from exc
+    result.blobs_copied += 1
+    result.bytes_copied += size
+
+
+# -- publishing ------------------------------------------------------------------------------------
+
+
+def _publish(engine: Engine, store: BlobStore, index: Index, incoming: dict[str, _Incoming], result: ImportResult,
+             actor: audit.Actor) -> None:
+    in_bundle = {s.key.commit_key for s in incoming.values()}
+    for key in index.snapshots:
+        snap = incoming[key.manifest_sha256]
+        assert snap.manifest is not None
+        refs = [r.ref for r in index.refs if (r.repo_type, r.repo_id, r.commit) == key.commit_key]
+        if snap.existing and _refs_in_place(engine, key, refs):
+            result.unchanged.append(key)
+            continue
+        published = publish_manifest(
+            engine, store, snap.manifest, refs, signature=snap.signature,
+            provenance=_provenance(index, result.index_sha256, snap),
+            in_transaction=lambda s, k=key: audit.record(  # type: ignore[misc]
+                s, actor, "bundle.import", f"{k.repo}@{k.commit}", bundle=result.index_sha256,
+                source_instance=index.instance, key_id=index.key_id),
+        )
+        (result.published if published.created else result.unchanged).append(key)
+        result.refs_moved += [f"{key.repo}:{name}" for name in published.refs_moved]
+    for r in index.refs:  # refs that moved to snapshots an earlier bundle carried
+        if (r.repo_type, r.repo_id, r.commit) not in in_bundle:
+            _move_ref(engine, store, r, result, actor)
+
+
+def _move_ref(engine: Engine, store: BlobStore, r: RefEntry, result: ImportResult, actor: audit.Actor) -> None:
+    label = f"{r.repo}:{r.name}"
+    with session_scope(engine) as session:
+        repo_row = session.exec(select(Repo).where(Repo.repo_type == r.repo_type.value, Repo.repo_id == r.repo_id)).first()
+        if repo_row is None or session.exec(
+            select(Snapshot.pk).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == r.commit)
+        ).first() is None:
+            result.refs_skipped.append(label)
+            return
+        row = session.get(Ref, (repo_row.pk, r.name))
+        if row is not None and (row.commit, row.kind) == (r.commit, r.kind):
+            return
+        snapshots.move_ref(session, r.repo, r.ref, r.commit, actor=actor)
+    store.put_ref(r.repo, r.name, r.commit)
+    result.refs_moved.append(label)
+
+
+def _refs_in_place(engine: Engine, key: SnapshotKey, refs: list[Any]) -> bool:
+    with Session(engine) as session:
+        repo_row = session.exec(select(Repo).where(Repo.repo_type == key.repo_type.value, Repo.repo_id == key.repo_id)).first()
+        if repo_row is None:
+            return False
+        for ref in refs:
+            row = session.get(Ref, (repo_row.pk, ref.name))
+            if row is None or row.commit != key.commit or row.kind != ref.kind:
+                return False
+    return True
+
+
+def _provenance(index: Index, index_sha256: str, snap: _Incoming) -> dict[str, Any]:
+    """Where the snapshot came from and who approved it, keeping the exporting side's own record."""
+    request = snap.approval.get("request") or {}
+    origin = snap.approval.get("provenance") or {}
+    return {
+        "source": "bundle",
+        "source_instance": index.instance,
+        "key_id": index.key_id,
+        "signature_key_id": snap.signature_key,
+        "bundle": index_sha256,
+        "exported_at": index.created_at,
+        "approved_by": request.get("approved_by", origin.get("approved_by")),
+        "approved_at": request.get("approved_at", origin.get("approved_at")),
+        "requested_by": request.get("requested_by", origin.get("requested_by")),
+        "findings": request.get("findings", origin.get("findings", [])),
+        "origin": origin,
+    }
