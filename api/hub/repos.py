@@ -7,7 +7,7 @@ import binascii
 import bisect
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from registry.errors import EntryNotFoundError, InvalidInputError, RepoNotFoundE
 from registry.types import RepoType
 
 _EXPAND_PAGE_CAP = 50  # the Hub pages expanded trees at 50
+_MAX_FORM = 4 * 1024 * 1024
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -54,7 +55,9 @@ def paged(request: Request, svc: Services, items: list[Any], page_size: int) -> 
     if offset + page_size < len(items):
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
         params.append(("cursor", encode_cursor(offset + page_size)))
-        url = f"{svc.base_url(request)}{request.url.path}?{urlencode(params)}"
+        # The raw path keeps %2F inside revisions (refs%2Fpr%2F1) and folder names as the client sent them.
+        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("ascii").split("?", 1)[0]
+        url = f"{svc.base_url(request)}{raw_path}?{urlencode(params)}"
         response.headers["Link"] = f'<{url}>; rel="next"'
     return response
 
@@ -121,10 +124,12 @@ async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
         body = await request.json()
         paths = body.get("paths", []) if isinstance(body, dict) else []
         expand = bool(body.get("expand")) if isinstance(body, dict) else False
-    else:
-        form = await request.form()
-        paths = [str(p) for p in form.getlist("paths")]
-        expand = str(form.get("expand", "")).lower() in ("1", "true")
+    else:  # application/x-www-form-urlencoded, as huggingface_hub sends it
+        if len(body := await request.body()) > _MAX_FORM:
+            raise InvalidInputError("paths-info body too large")
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        paths = form.get("paths", [])
+        expand = (form.get("expand") or [""])[-1].lower() in ("1", "true")
     if not isinstance(paths, list) or len(paths) > 10000:
         raise InvalidInputError("paths must be a list of at most 10000 paths")
     out = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from huggingface_hub import HfFileSystem
-from huggingface_hub.errors import RevisionNotFoundError
 
 from helpers.hubgate import HubgateServer
 
@@ -62,13 +61,7 @@ def test_listing_info_and_revisions(hub: HubgateServer, fs: HfFileSystem) -> Non
     assert fs.read_bytes(f"acme/tiny@{hub.commits['tiny-pr']}/README.md") == hub.repos["tiny-pr"].files["README.md"]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RevisionNotFoundError,
-    reason="hubgate bug: api/hub/repos.py paged() decodes the revision in the next-page Link",
-)
 def test_read_at_a_pull_request_revision(hub: HubgateServer, fs: HfFileSystem) -> None:
-    """``repo@refs%2Fpr%2F1/file``: HfFileSystem lists the folder (2 pages here) at that revision.
-
-    Fails while hubgate's next-page Link decodes ``refs%2Fpr%2F1`` (api/hub/repos.py paged())."""
+    """``repo@refs%2Fpr%2F1/file``: HfFileSystem lists the folder (2 pages here) at that revision."""
     assert fs.read_bytes("acme/tiny@refs%2Fpr%2F1/README.md") == hub.repos["tiny-pr"].files["README.md"]
     assert fs.read_bytes("acme/tiny@v1.0/README.md") == hub.repos["tiny"].files["README.md"]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
 from helpers.content import git_blob_sha1, git_tree_ids, is_lfs, sha256, tree_oid
@@ -16,19 +15,6 @@ from helpers.hubgate import HubgateServer
 pytestmark = pytest.mark.integration
 
 PAGE = 3  # tree_page_size of the test servers
-
-# Known hubgate bugs (strict: the marker must go once the bug is fixed).
-LINK_DECODES_REVISION = pytest.mark.xfail(
-    strict=True, raises=RevisionNotFoundError,
-    reason="hubgate bug: api/hub/repos.py paged() builds the next-page Link from the decoded "
-           "request.url.path, so refs%2Fpr%2F1 becomes refs/pr/1 and page 2 is RevisionNotFound",
-)
-PATHS_INFO_FORM_NEEDS_MULTIPART = pytest.mark.xfail(
-    strict=True, raises=HfHubHTTPError,
-    reason="hubgate bug: api/hub/repos.py _paths_info() parses the form body huggingface_hub sends "
-           "with request.form(), which needs python-multipart, not a dependency -> 500",
-)
-
 
 @pytest.fixture
 def api(hub: HubgateServer) -> HfApi:
@@ -90,7 +76,6 @@ def test_list_repo_files(hub: HubgateServer, api: HfApi) -> None:
     assert api.list_repo_files("acme/tiny", revision=hub.commits["tiny-pr"]) == sorted(hub.repos["tiny-pr"].files)
 
 
-@LINK_DECODES_REVISION
 def test_tree_pages_of_a_revision_with_a_slash(hub: HubgateServer, api: HfApi) -> None:
     """The client sends ``refs/pr/1`` as ``refs%2Fpr%2F1``; the next-page Link must keep it encoded.
 
@@ -165,7 +150,6 @@ def test_list_repo_tree_expand_and_revision(hub: HubgateServer, api: HfApi) -> N
         assert e.last_commit is not None and e.last_commit.oid == sha
 
 
-@PATHS_INFO_FORM_NEEDS_MULTIPART
 def test_get_paths_info(hub: HubgateServer, api: HfApi, tmp_path: Path) -> None:
     repo = hub.repos["tree"]
     infos = api.get_paths_info("acme/tree", ["a.txt", "d.bin", "sub", "sub/deep/z.bin", "missing.txt", "sub/nope"])

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
