@@ -8,7 +8,6 @@ import netguard  # noqa: F401  (first: loopback only)
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
