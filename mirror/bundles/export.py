@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +28,8 @@ from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from mirror.bundles.archive import DirWriter, TarWriter, read_index
+from mirror.bundles.readers import read_index
+from mirror.bundles.writers import DirWriter, TarWriter
 from mirror.bundles.format import (
     APPROVAL, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MANIFEST, MIN_VOLUME_SIZE, SIDECAR_SUFFIX, SIG_SUFFIX,
     SIGNATURE, VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, RefEntry,
@@ -93,7 +96,7 @@ def export_bundle(
     out: Path,
     *,
     repos: Sequence[RepoRef] | None = None,
-    since: Watermark | Path | None = None,
+    since: Watermark | Path | str | None = None,
     form: Literal["dir", "tar"] = "dir",
     volume_size: int | None = None,
     instance: str = "hubgate",
@@ -113,7 +116,10 @@ def export_bundle(
         raise InvalidInputError(f"Invalid bundle form {form!r}: expected 'dir' or 'tar'")
     if volume_size is not None and (form != "tar" or volume_size < MIN_VOLUME_SIZE):
         raise InvalidInputError(f"Volumes need the tar form and a volume size of at least {MIN_VOLUME_SIZE} bytes")
-    previous = read_watermark(since, own_key(signer)) if isinstance(since, Path) else since or Watermark()
+    if isinstance(since, (str, os.PathLike)):
+        previous = read_watermark(Path(since), own_key(signer))
+    else:
+        previous = since or Watermark()
     plan = _plan(engine, store, signer, repos, previous)
     created = datetime.now(timezone.utc)
     members = [MemberEntry(path=p, size=len(d), sha256=sha256_hex(d)) for p, d in plan.small]
@@ -132,11 +138,12 @@ def export_bundle(
     try:
         for path, data in [(INDEX_NAME, index_bytes), (INDEX_SIG_NAME, index_sig), *plan.small]:
             writer.add(path, len(data), io.BytesIO(data))
-        for sha, size in plan.blobs.items():
-            with store.open(sha) as f:
-                reader = _VerifyingReader(f, sha, size)
-                writer.add(blob_member(sha), size, reader)
-                reader.check()
+        with ThreadPoolExecutor(1, thread_name_prefix="export-hash") as pool:
+            for sha, size in plan.blobs.items():
+                with store.open(sha) as f:
+                    reader = _VerifyingReader(f, sha, size, pool)
+                    writer.add(blob_member(sha), size, reader)
+                    reader.check()
         paths, size, kind = _finish(writer, signer, index_bytes, index_sig, volume_size)
     except BaseException:
         writer.abort()
@@ -167,24 +174,31 @@ def _finish(writer: DirWriter | TarWriter, signer: Signer, index_bytes: bytes, i
         with open(path, "xb") as f:
             f.write(data)
         writer.volumes.created.append(path)
-    written = [p for p in writer.volumes.created]
-    return written, writer.size, "tar" if volume_size is None else "volumes"
+    return list(writer.volumes.created), writer.size, "tar" if volume_size is None else "volumes"
 
 
 class _VerifyingReader:
-    """Hashes what is read from a stored blob; ``check`` raises if it was not the expected content."""
+    """Hashes what is read from a stored blob; ``check`` raises if it was not the expected content.
 
-    def __init__(self, f: BinaryIO, sha256: str, size: int) -> None:
-        self._f, self._sha256, self._size = f, sha256, size
+    Each chunk is hashed on ``pool``'s thread while the caller writes it out (hashlib releases the GIL).
+    """
+
+    def __init__(self, f: BinaryIO, sha256: str, size: int, pool: ThreadPoolExecutor) -> None:
+        self._f, self._sha256, self._size, self._pool = f, sha256, size, pool
         self._hash, self._got = hashlib.sha256(), 0
+        self._pending: Future[None] | None = None
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
-        self._hash.update(data)
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self._hash.update, data)
         self._got += len(data)
         return data
 
     def check(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
         if self._got != self._size or self._hash.hexdigest() != self._sha256:
             raise BundleError(f"Stored blob {self._sha256} is damaged (size or sha256 differs); run a scrub")
 

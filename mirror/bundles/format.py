@@ -1,7 +1,8 @@
 """The air-gap bundle format, version 1: what a bundle holds, how it is named and signed.
 
 A bundle is one directory, one tar file, or a tar split into volumes. Inside, members come in
-this order (a tar holds exactly these regular files, in this order, and nothing else)::
+this order (a tar holds exactly these regular files, in this order; folder entries are tolerated
+and nothing else is)::
 
     index.json                            the signed index: every other member's path, size and sha256
     index.json.sig                        detached DSSE-style signature of index.json (ECDSA P-256)

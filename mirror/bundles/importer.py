@@ -27,11 +27,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mirror import signing
-from mirror.bundles.archive import BundleSource, Member, open_bundle, read_small, read_verified
+from mirror.bundles.readers import BundleSource, Member, open_bundle, read_small, read_verified
 from mirror.bundles.format import (
     APPROVAL, BLOB, MANIFEST, BundleError, Index, PublicKeys, RefEntry, SnapshotKey, member_kind,
 )
-from mirror.errors import DigestMismatchError
+from mirror.errors import DigestMismatchError, ObjectNotFoundError
 from mirror.publishing import publish_manifest
 from mirror.storage.blobs import BlobStore
 from registry import audit, snapshots
@@ -39,6 +39,7 @@ from registry.db import session_scope
 from registry.errors import InvalidInputError
 from registry.manifest import Manifest
 from registry.models import Ref, Repo, Snapshot
+from registry.refs import RefName
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def import_bundle(
     with open_bundle(path, trusted) as source:
         index = source.index
         result = ImportResult(source.index_sha256, index.instance, source.signed_by, source.form)
-        incoming = {k.manifest_sha256: _Incoming(k, existing) for k, existing in _check_conflicts(engine, index)}
+        incoming = {k.manifest_sha256: _Incoming(k, existing) for k, existing in _check_conflicts(engine, store, index)}
         blobs: dict[str, tuple[int, str]] | None = None
         for member in source.members():
             kind, digest = member_kind(member.entry.path)  # type: ignore[misc]
@@ -102,8 +103,8 @@ def import_bundle(
     return result
 
 
-def _check_conflicts(engine: Engine, index: Index) -> list[tuple[SnapshotKey, bool]]:
-    """(snapshot, already published here) for each; refuse one published here with other content."""
+def _check_conflicts(engine: Engine, store: BlobStore, index: Index) -> list[tuple[SnapshotKey, bool]]:
+    """(snapshot, already published here) for each; refuse one that this side holds with other content."""
     out = []
     with Session(engine) as session:
         for key in index.snapshots:
@@ -112,7 +113,11 @@ def _check_conflicts(engine: Engine, index: Index) -> list[tuple[SnapshotKey, bo
                     Repo.repo_type == key.repo_type.value, Repo.repo_id == key.repo_id, Snapshot.commit == key.commit
                 )
             ).first()
-            if row is not None and row != key.manifest_sha256:
+            try:
+                stored = store.get_manifest(key.repo, key.commit).digest()
+            except ObjectNotFoundError:
+                stored = None
+            if any(digest not in (None, key.manifest_sha256) for digest in (row, stored)):
                 raise BundleError(f"{key} is already published here with other content; refusing the bundle")
             out.append((key, row is not None))
     return out
@@ -200,7 +205,7 @@ def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result
             read_verified(member, w.write, check_sha256=False)  # the writer hashes and checks
             w.commit()
     except DigestMismatchError as exc:
-        raise BundleError(f"{entry.path}: {exc.message}: the bundle was altered or damaged") from exc
+        raise BundleError(f"{exc.message}: the bundle was altered or damaged") from exc
     result.blobs_copied += 1
     result.bytes_copied += size
 
@@ -215,7 +220,8 @@ def _publish(engine: Engine, store: BlobStore, index: Index, incoming: dict[str,
         snap = incoming[key.manifest_sha256]
         assert snap.manifest is not None
         refs = [r.ref for r in index.refs if (r.repo_type, r.repo_id, r.commit) == key.commit_key]
-        if snap.existing and _refs_in_place(engine, key, refs):
+        # A blob copied in may be one a scrub found missing: publishing again restores availability.
+        if snap.existing and result.blobs_copied == 0 and _refs_in_place(engine, key, refs):
             result.unchanged.append(key)
             continue
         published = publish_manifest(
@@ -245,11 +251,11 @@ def _move_ref(engine: Engine, store: BlobStore, r: RefEntry, result: ImportResul
         if row is not None and (row.commit, row.kind) == (r.commit, r.kind):
             return
         snapshots.move_ref(session, r.repo, r.ref, r.commit, actor=actor)
-    store.put_ref(r.repo, r.name, r.commit)
+    store.put_ref(r.repo, r.ref.full, r.commit)  # as publish_manifest keeps its copy
     result.refs_moved.append(label)
 
 
-def _refs_in_place(engine: Engine, key: SnapshotKey, refs: list[Any]) -> bool:
+def _refs_in_place(engine: Engine, key: SnapshotKey, refs: list[RefName]) -> bool:
     with Session(engine) as session:
         repo_row = session.exec(select(Repo).where(Repo.repo_type == key.repo_type.value, Repo.repo_id == key.repo_id)).first()
         if repo_row is None:

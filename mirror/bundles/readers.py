@@ -1,10 +1,10 @@
-"""Bytes in and out of the three bundle forms (directory, tar, tar volumes), safely.
+"""Reading the bundle forms (folder, tar, tar volumes) safely, members in the signed index's order.
 
-Writers take members in order and stream them. Readers hand out members in the signed index's
-order and refuse, before reading member data, anything else: names the index does not list,
-absolute names, ``..``, links, devices and other non-regular kinds, duplicates, wrong sizes.
-Tar members are iterated one by one in stream mode (never ``extractall``); directory members
-are opened with ``O_NOFOLLOW`` component by component, so no link is ever followed.
+Readers refuse, before reading member data, anything but what the index lists: absolute names,
+``..``, links, devices and other non-regular kinds, duplicates, wrong sizes, unlisted members.
+Tar headers are parsed one at a time by tarfile (never ``extractall``) and member data is read
+straight from the archive; folder members are opened with ``O_NOFOLLOW`` component by
+component, so no link is ever followed.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import errno
 import hashlib
 import io
 import os
-import shutil
 import stat
+import sys
 import tarfile
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -23,164 +23,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mirror.bundles.format import (
-    CHUNK_SIZE, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MAX_INDEX_SIZE, MAX_SIG_SIZE, SIDECAR_SUFFIX,
-    SIG_SUFFIX, VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, VolumeEntry,
-    VolumeList, sha256_hex, verify_detached, volume_name,
+    CHUNK_SIZE, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MAX_INDEX_SIZE, MAX_SIG_SIZE, SIG_SUFFIX,
+    VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, VolumeList, sha256_hex,
+    verify_detached,
 )
 from registry.errors import InvalidInputError
 from registry.types import validate_path
-
-_TAR_READ_BUFFER = 64 * 1024  # tarfile's stream buffer: small, since it is re-sliced on every header read
-
-
-# -- writing -------------------------------------------------------------------------------------
-
-
-class VolumeWriter:
-    """A write-only file that is one file, or volumes of ``volume_size`` bytes named ``<base>.000``, …
-
-    Each volume is hashed as it is written. ``tell`` is what tarfile needs; no seeking happens.
-    """
-
-    def __init__(self, base: Path, volume_size: int | None) -> None:
-        self._base, self._volume_size = base, volume_size
-        self._f: BinaryIO | None = None
-        self._hash = hashlib.sha256()
-        self._in_volume = 0
-        self._pos = 0
-        self.volumes: list[VolumeEntry] = []
-        self.created: list[Path] = []
-
-    def _path(self, number: int) -> Path:
-        return self._base if self._volume_size is None else self._base.with_name(volume_name(self._base.name, number))
-
-    def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data)
-        while view:
-            if self._f is None:
-                path = self._path(len(self.volumes))
-                self._f = open(path, "xb")
-                self.created.append(path)
-            room = len(view) if self._volume_size is None else self._volume_size - self._in_volume
-            part = view[:room]
-            self._f.write(part)
-            if self._volume_size is not None:
-                self._hash.update(part)
-            self._in_volume += len(part)
-            self._pos += len(part)
-            view = view[len(part):]
-            if self._volume_size is not None and self._in_volume == self._volume_size:
-                self._close_volume()
-        return len(data)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _close_volume(self) -> None:
-        assert self._f is not None
-        self._f.close()
-        self._f = None
-        name = self._path(len(self.volumes)).name
-        self.volumes.append(VolumeEntry(name=name, size=self._in_volume, sha256=self._hash.hexdigest()))
-        self._hash, self._in_volume = hashlib.sha256(), 0
-
-    def finish(self) -> list[VolumeEntry]:
-        if self._f is not None:
-            self._close_volume()
-        return self.volumes
-
-    def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        for path in self.created:
-            path.unlink(missing_ok=True)
-
-
-class DirWriter:
-    def __init__(self, out: Path) -> None:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise BundleError(f"{out} exists and is not an empty folder")
-        self._created_root = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        self.root = out
-        self.size = 0
-
-    def add(self, path: str, size: int, source: BinaryIO) -> None:
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "xb") as f:
-            copied = _copy(source, f, size)
-        self.size += copied
-
-    def abort(self) -> None:
-        if self._created_root:
-            shutil.rmtree(self.root, ignore_errors=True)
-        else:
-            for child in self.root.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-
-class TarWriter:
-    def __init__(self, out: Path, volume_size: int | None, mtime: int) -> None:
-        clash = [p for p in (out, out.with_name(out.name + VOLUMES_SUFFIX), out.with_name(out.name + SIDECAR_SUFFIX),
-                             out.with_name(volume_name(out.name, 0))) if p.exists()]
-        if clash:
-            raise BundleError(f"{clash[0]} exists; refusing to overwrite a bundle")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.out, self._mtime = out, mtime
-        self.volumes = VolumeWriter(out, volume_size)
-        self._tar = tarfile.open(fileobj=self.volumes, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                                 copybufsize=CHUNK_SIZE)
-
-    def add(self, path: str, size: int, source: BinaryIO) -> None:
-        info = tarfile.TarInfo(path)
-        info.size, info.mode, info.mtime, info.type = size, 0o644, self._mtime, tarfile.REGTYPE
-        self._tar.addfile(info, _Exact(source, size))
-
-    @property
-    def size(self) -> int:
-        return self.volumes.tell()
-
-    def finish(self) -> list[VolumeEntry]:
-        self._tar.close()
-        return self.volumes.finish()
-
-    def abort(self) -> None:
-        self.volumes.abort()
-
-
-class _Exact:
-    """Reads that always return the requested length until ``size`` (tarfile needs full reads)."""
-
-    def __init__(self, source: BinaryIO, size: int) -> None:
-        self._source, self._left = source, size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n < 0 else min(n, self._left)
-        parts, got = [], 0
-        while got < n:
-            data = self._source.read(n - got)
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        self._left -= got
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _copy(source: BinaryIO, target: BinaryIO, size: int) -> int:
-    copied = 0
-    while copied < size:
-        data = source.read(min(CHUNK_SIZE, size - copied))
-        if not data:
-            raise BundleError(f"short read: {copied} of {size} bytes")
-        target.write(data)
-        copied += len(data)
-    return copied
-
-
-# -- reading -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -308,10 +156,18 @@ def _read_file_capped(path: Path, cap: int) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BundleError(f"{path} is not a regular file")
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise BundleError(f"{path} is larger than {cap} bytes")
-    return data
+        return _read_capped(f, cap, str(path))
+
+
+def _read_capped(f: BinaryIO, cap: int, what: str) -> bytes:
+    """All of ``f``, refusing more than ``cap`` bytes (read in chunks: ``read(cap)`` would allocate ``cap``)."""
+    parts, got = [], 0
+    while data := f.read(min(CHUNK_SIZE, cap + 1 - got)):
+        parts.append(data)
+        got += len(data)
+        if got > cap:
+            raise BundleError(f"{what} is larger than {cap} bytes")
+    return b"".join(parts)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -341,10 +197,7 @@ class _DirSource(BundleSource):
 
     def _read_head(self, name: str, cap: int) -> bytes:
         with self._open(name) as f:
-            data = f.read(cap + 1)
-        if len(data) > cap:
-            raise BundleError(f"{name} is larger than {cap} bytes")
-        return data
+            return _read_capped(f, cap, name)
 
     def _open(self, rel: str) -> BinaryIO:
         """Open ``rel`` under the root without following any link; refuse anything but a regular file."""
@@ -412,31 +265,48 @@ class _DirSource(BundleSource):
 
 
 class VolumeReader(io.RawIOBase):
-    """The concatenation of the volumes, each checked against its sha256 when fully read."""
+    """The concatenation of the volumes, read forward only; each volume is checked against its sha256
+    as soon as it has been read through. Seeking ahead reads the skipped bytes (they are hashed too)."""
 
     def __init__(self, folder: Path, volumes: VolumeList) -> None:
         self._folder, self._list = folder, volumes
-        self._number, self._left = -1, 0
+        self._number, self._left, self._pos = -1, 0, 0
         self._f: BinaryIO | None = None
         self._hash = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or pos < self._pos:
+            raise BundleError("Tar volumes can only be read forward")
+        while self._pos < pos and self.read(min(CHUNK_SIZE, pos - self._pos)):
+            pass
+        return self._pos
+
     def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        while True:
-            if self._left == 0 and not self._next_volume():
-                return b""
+        """Up to ``size`` bytes, short only at the end of the last volume."""
+        parts: list[bytes] = []
+        want = size if size >= 0 else sys.maxsize
+        while want > 0 and (self._left > 0 or self._next_volume()):
             assert self._f is not None
-            want = self._left if size < 0 else min(size, self._left)
-            data = self._f.read(want)
+            data = self._f.read(min(want, self._left, CHUNK_SIZE))
             if not data:
                 raise BundleError(f"Volume {self._list.volumes[self._number].name} is truncated")
             self._hash.update(data)
             self._left -= len(data)
+            self._pos += len(data)
+            want -= len(data)
+            parts.append(data)
             if self._left == 0:
                 self._check_volume()
-            return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
         data = self.read(len(buffer))
@@ -452,7 +322,7 @@ class VolumeReader(io.RawIOBase):
         self._number += 1
         v = self._list.volumes[self._number]
         fd = os.open(self._folder / v.name, os.O_RDONLY | os.O_NOFOLLOW)
-        self._f = os.fdopen(fd, "rb")
+        self._f = os.fdopen(fd, "rb", buffering=0)
         self._left, self._hash = v.size, hashlib.sha256()
         return True
 
@@ -466,6 +336,29 @@ class VolumeReader(io.RawIOBase):
             self._f.close()
             self._f = None
         super().close()
+
+
+class _TarMemberReader:
+    """A member's data, read straight from the archive (tarfile only parses the headers)."""
+
+    def __init__(self, raw: BinaryIO, offset: int, size: int) -> None:
+        self._raw, self._offset, self._left = raw, offset, size
+        self._started = False
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._started:
+            self._raw.seek(self._offset)
+            self._started = True
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._raw.read(n) if n else b""
+        self._left -= len(data)
+        return data
+
+    def __enter__(self) -> "_TarMemberReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def check_volumes(folder: Path, volumes: VolumeList) -> None:
@@ -491,7 +384,9 @@ class _TarSource(BundleSource):
         self._raw, self._volumes = raw, volumes
         self._seen: set[str] = set()
         try:
-            self._tar = tarfile.open(fileobj=raw, mode="r|", bufsize=_TAR_READ_BUFFER)
+            # Seekable mode: tarfile parses headers (ustar, pax, GNU) and seeks past data; member
+            # data is read directly from ``raw`` (a file, or volumes that seek forward by reading).
+            self._tar = tarfile.open(fileobj=raw, mode="r:")
             index_bytes = self._read_head(INDEX_NAME, MAX_INDEX_SIZE)
             sig_bytes = self._read_head(INDEX_SIG_NAME, MAX_SIG_SIZE)
             self._verify_head(index_bytes, sig_bytes, trusted)
@@ -530,7 +425,7 @@ class _TarSource(BundleSource):
             member = self._tar.next()
         except tarfile.TarError as exc:
             raise BundleError(f"The tar is damaged or truncated: {exc}") from exc
-        self._tar.members.clear()  # stream mode keeps every header otherwise
+        self._tar.members.clear()  # tarfile keeps every header otherwise
         if member is not None:
             check_tar_member(member, self._seen)
         return member
@@ -542,9 +437,7 @@ class _TarSource(BundleSource):
             raise BundleError(f"The bundle must start with {INDEX_NAME} and {INDEX_SIG_NAME}; found {got}")
         if member.size > cap:
             raise BundleError(f"{name} is larger than {cap} bytes")
-        f = self._tar.extractfile(member)
-        assert f is not None
-        data = f.read()
+        data = _TarMemberReader(self._raw, member.offset_data, member.size).read()
         if len(data) != member.size:
             raise BundleError(f"{name} is truncated")
         return data
@@ -563,18 +456,14 @@ class _TarSource(BundleSource):
                 raise BundleError(f"Tar member {member.name!r} {why} (expected {entry.path})")
             if member.size != entry.size:
                 raise BundleError(f"{entry.path}: size mismatch: the index says {entry.size} bytes, the tar {member.size}")
-            yield Member(entry, lambda m=member: self._extract(m), sequential=True)  # type: ignore[misc]
+            yield Member(entry, lambda m=member: _TarMemberReader(self._raw, m.offset_data, m.size),  # type: ignore[misc]
+                         sequential=True)
         extra = self._next()
         while extra is not None and extra.isdir():
             extra = self._next()
         if extra is not None:
             raise BundleError(f"Tar member {extra.name!r} is not listed in the signed index")
         self._check_tail()
-
-    def _extract(self, member: tarfile.TarInfo) -> BinaryIO:
-        f = self._tar.extractfile(member)
-        assert f is not None
-        return f  # type: ignore[return-value]
 
     def _check_tail(self) -> None:
         """Read to the end: volumes get their last checksum checked; a single tar may end only in zeros."""
