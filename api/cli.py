@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.settings import ConfigError, Settings, load
+from mirror.bundles.format import BundleError
 from mirror.errors import DigestMismatchError
+from mirror.signing import SignatureError
 from registry.errors import HubgateError, InvalidInputError
 from registry.types import RepoRef
 
@@ -348,6 +350,59 @@ def _add_rebuild_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.set_defaults(func=_cmd_rebuild)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from mirror.bundles import export_bundle
+
+    settings = _settings(args)
+    svc = build_services(settings)
+    repos = [RepoRef.parse(args.repo_type, r) for r in args.repo] if args.repo else None
+    if repos is None and not args.all and args.since is None:
+        raise InvalidInputError("Say what to export: --repo ID (repeatable), --all, or --since PREVIOUS_BUNDLE")
+    result = export_bundle(
+        svc.engine, svc.store, svc.signer, Path(args.out), repos=repos,
+        since=Path(args.since) if args.since else None, form=args.form, volume_size=args.volume_size,
+        instance=settings.instance_name,
+    )
+    print(f"exported {len(result.snapshots)} snapshots and {result.blobs} blobs ({result.blob_bytes} bytes) "
+          f"as {result.form}; index sha256 {result.index_sha256}, signed by {result.key_id[:16]}")
+    for p in result.paths:
+        print(f"  {p}")
+    return EXIT_OK
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("export", help="write a signed, incremental bundle for the other side of the air gap")
+    p.add_argument("--out", required=True, help="bundle folder (--form dir) or tar file path (--form tar)")
+    p.add_argument("--repo", action="append", help="only this repo (repeatable)")
+    p.add_argument("--repo-type", default="model", choices=["model", "dataset"], help="type of the --repo ids")
+    p.add_argument("--all", action="store_true", help="every published snapshot")
+    p.add_argument("--since", help="a previous bundle (or its kept index): carry only what it did not")
+    p.add_argument("--form", default="dir", choices=["dir", "tar"])
+    p.add_argument("--volume-size", type=int, help="split the tar into volumes of this many bytes (removable media)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_import_bundle(args: argparse.Namespace) -> int:
+    from api.app import build_services
+    from mirror.bundles import import_bundle, load_trusted_keys
+
+    settings = _settings(args)
+    svc = build_services(settings)
+    result = import_bundle(svc.engine, svc.store, Path(args.path), trusted=load_trusted_keys(settings.trusted_keys),
+                           actor=_cli_actor())
+    print(f"bundle from {result.source_instance} (key {result.key_id[:16]}): {len(result.published)} snapshots "
+          f"published, {len(result.unchanged)} unchanged, refs moved: {result.refs_moved or 'none'}; "
+          f"{result.blobs_copied} blobs copied ({result.bytes_copied} bytes), {result.blobs_skipped} already here")
+    return EXIT_OK
+
+
+def _add_import_bundle_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("import-bundle", help="verify a bundle against HUBGATE_TRUSTED_KEYS and publish its snapshots")
+    p.add_argument("path", help="bundle folder, bundle.tar, bundle.tar.volumes.json or one of its volumes")
+    p.set_defaults(func=_cmd_import_bundle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubgate", description="Hugging Face Hub mirror and registry")
     parser.add_argument("--config", type=Path, help="TOML settings file (HUBGATE_CONFIG)")
@@ -370,6 +425,8 @@ _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore
     _add_verify_parser,
     _add_gc_parser,
     _add_rebuild_parser,
+    _add_export_parser,
+    _add_import_bundle_parser,
 ]
 
 
@@ -385,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInputError as exc:
         print(f"hubgate: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    except DigestMismatchError as exc:
+    except (DigestMismatchError, BundleError, SignatureError) as exc:
         print(f"hubgate: verification failed: {exc.message}", file=sys.stderr)
         return EXIT_VERIFY
     except HubgateError as exc:

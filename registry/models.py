@@ -83,6 +83,7 @@ class MirrorRequest(SQLModel, table=True):
     findings: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     changes: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     decided_by: str | None = None
+    decided_at: datetime | None = None
     decision_reason: str | None = None
     error: str | None = None
     files_total: int = 0

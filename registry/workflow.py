@@ -88,7 +88,7 @@ def approve(session: Session, pk: int, actor: audit.Actor) -> MirrorRequest:
         blocking = [f for f in req.findings if f.get("severity") == "block"]
         raise PolicyBlockedError(f"Request {pk} is blocked by policy: " + "; ".join(f["message"] for f in blocking), blocking)
     _transition(session, req, "approve", actor)
-    req.decided_by = actor.name
+    req.decided_by, req.decided_at = actor.name, utcnow()
     jobs.enqueue(session, SYNC_JOB, {"request": req.pk})
     return req
 
@@ -96,7 +96,7 @@ def approve(session: Session, pk: int, actor: audit.Actor) -> MirrorRequest:
 def reject(session: Session, pk: int, actor: audit.Actor, reason: str) -> MirrorRequest:
     req = get(session, pk)
     _transition(session, req, "reject", actor, reason=reason)
-    req.decided_by, req.decision_reason = actor.name, reason
+    req.decided_by, req.decided_at, req.decision_reason = actor.name, utcnow(), reason
     return req
 
 

@@ -54,6 +54,7 @@ class RequestPublic(BaseModel):
     findings: list[dict[str, Any]]
     changes: dict[str, Any] | None
     decided_by: str | None
+    decided_at: datetime | None
     decision_reason: str | None
     error: str | None
     progress: Progress
@@ -66,7 +67,7 @@ class RequestPublic(BaseModel):
             id=r.pk or 0, repo_type=r.repo_type, repo_id=r.repo_id, revision=r.revision, commit=r.commit,
             allow_patterns=r.allow_patterns, ignore_patterns=r.ignore_patterns, reason=r.reason,
             requester=r.requester, state=r.state, verdict=r.verdict, findings=r.findings, changes=r.changes,
-            decided_by=r.decided_by, decision_reason=r.decision_reason, error=r.error,
+            decided_by=r.decided_by, decided_at=r.decided_at, decision_reason=r.decision_reason, error=r.error,
             progress=Progress(files_done=r.files_done, files_total=r.files_total, bytes_done=r.bytes_done,
                               bytes_total=r.bytes_total),
             created_at=r.created_at, updated_at=r.updated_at,
