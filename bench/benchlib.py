@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -142,15 +142,26 @@ class RssSampler:
 
 
 class ForeignLoad:
-    """CPU used by processes outside this benchmark's tree; waits for a quiet box before timed runs."""
+    """CPU used by processes outside this benchmark's tree.
 
-    def __init__(self, threshold: float = 0.2, per_run_wait: float = 60.0) -> None:
-        self.threshold, self.per_run_wait = threshold, per_run_wait
+    Before each timed run, ``guard()`` waits until they use < ``threshold`` cores (at most
+    ``per_run_wait`` s, and only while the shared waiting ``budget`` lasts), then records what
+    they used during the run. ``measure(fn)`` also redoes a run they disturbed (used more than
+    ``threshold`` cores during it), up to ``retries`` times while the budget lasts.
+    """
+
+    def __init__(self, threshold: float = 0.2, per_run_wait: float = 300.0, budget: float = 1200.0,
+                 retries: int = 2) -> None:
+        self.threshold, self.per_run_wait, self.retries = threshold, per_run_wait, retries
+        self.budget = budget
         self.readings: list[float] = []
         self.waited_s = 0.0
         self.gave_up = 0
-        self._busy_streak = False
-        self.initial: dict[str, Any] = {}
+        self.redone = 0
+        self.disturbed_kept = 0
+
+    def budget_left(self) -> float:
+        return max(0.0, self.budget - self.waited_s)
 
     @staticmethod
     def _snapshot() -> tuple[dict[tuple[int, float], float], float]:
@@ -172,7 +183,7 @@ class ForeignLoad:
         used = sum(max(0.0, v - snap0.get(k, 0.0)) for k, v in snap1.items())
         return used / max(t1 - t0, 1e-6)
 
-    def measure(self, window: float = 2.0) -> float:
+    def measure_window(self, window: float = 2.0) -> float:
         s = self._snapshot()
         time.sleep(window)
         return self.cores_since(s)
@@ -183,7 +194,7 @@ class ForeignLoad:
         seen: list[float] = []
         last_note = 0.0
         while True:
-            c = self.measure(window)
+            c = self.measure_window(window)
             seen.append(c)
             waited = time.monotonic() - t0
             if c < self.threshold:
@@ -196,11 +207,30 @@ class ForeignLoad:
                 last_note = waited
                 print(f"  [{label}: other processes at {c:.2f} cores (> {self.threshold}); waited {waited:.0f}s of "
                       f"{max_wait:.0f}s; busiest: {busiest()}]", flush=True)
-        return {"quiet": ok, "waited_s": round(time.monotonic() - t0 - window, 1),
-                "last_cores": round(c, 3), "readings": [round(x, 3) for x in seen[-10:]]}
+        spent = max(0.0, time.monotonic() - t0 - window)
+        self.waited_s += spent
+        return {"quiet": ok, "waited_s": round(spent, 1), "last_cores": round(c, 3),
+                "readings": [round(x, 3) for x in seen[-10:]]}
 
     def guard(self) -> "_Guard":
         return _Guard(self)
+
+    def measure(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``fn`` (one timed run) inside a guard; redo it if other processes disturbed it."""
+        for attempt in range(self.retries + 1):
+            with self.guard() as g:
+                r = fn()
+            r["foreign_cores"] = g.cores
+            r["redone"] = attempt
+            if g.cores < self.threshold:
+                return r
+            if attempt < self.retries and self.budget_left() > 0:
+                self.redone += 1
+                print(f"  [run disturbed: other processes used {g.cores:.2f} cores during it; redoing it]", flush=True)
+                continue
+            self.disturbed_kept += 1
+            return r
+        raise AssertionError("unreachable")
 
 
 class _Guard:
@@ -210,15 +240,10 @@ class _Guard:
 
     def __enter__(self) -> "_Guard":
         fl = self.fl
-        max_wait = 10.0 if fl._busy_streak else fl.per_run_wait
-        w = fl.wait_quiet(max_wait, window=1.0)
-        fl.waited_s += max(0.0, w["waited_s"])
+        w = fl.wait_quiet(min(fl.per_run_wait, fl.budget_left()), window=1.0, label="waiting before a run")
         if not w["quiet"]:
             fl.gave_up += 1
-            fl._busy_streak = True
             print(f"  [busy box: other processes at {w['last_cores']:.2f} cores; measuring anyway]", flush=True)
-        else:
-            fl._busy_streak = False
         self.snap = fl._snapshot()
         return self
 

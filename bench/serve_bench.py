@@ -107,7 +107,8 @@ class Ctx:
         os.chmod(self.tmp, 0o755)  # nginx workers (not root) must traverse into the store
         self.logs = self.tmp / "logs"
         self.src = self.tmp / "src"
-        self.fl = ForeignLoad(threshold=args.quiet_cores, per_run_wait=args.quiet_run_wait)
+        self.fl = ForeignLoad(threshold=args.quiet_cores, per_run_wait=args.quiet_run_wait,
+                              budget=args.quiet_budget, retries=args.redo)
         self.dl_timeout = max(120.0, self.size / 10e6)
         self.notes: list[str] = []
         self.sha256 = ""
@@ -207,7 +208,7 @@ def check_resolve_head(ctx: Ctx, url: str, expect_status: int = 200) -> dict[str
 
 def timed_download(ctx: Ctx, url: str, servers: list[Server], rss_of: Server | None = None,
                    extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    with ctx.fl.guard() as g:
+    def once() -> dict[str, Any]:
         cpu0 = {s.name: s.cpu() for s in servers}
         c0, b0 = children_cpu(), sys_busy()
         sampler = RssSampler(rss_of.pid) if rss_of is not None else None
@@ -216,21 +217,23 @@ def timed_download(ctx: Ctx, url: str, servers: list[Server], rss_of: Server | N
         r["box_cores"] = busy_cores(b0)
         r["curl_cores"] = (children_cpu() - c0) / max(r["seconds"], 1e-9)
         r["server_cores"] = {s.name: (s.cpu() - cpu0[s.name]) / max(r["seconds"], 1e-9) for s in servers}
-    r["foreign_cores"] = g.cores
-    if r["http_code"] != 200 or r["bytes"] != ctx.size:
-        raise RuntimeError(f"GET {url}: HTTP {r['http_code']}, {r['bytes']} bytes (expected 200, {ctx.size})")
-    if sampler is not None:
-        r["rss"] = sampler.result()
-    return r
+        if r["http_code"] != 200 or r["bytes"] != ctx.size:
+            raise RuntimeError(f"GET {url}: HTTP {r['http_code']}, {r['bytes']} bytes (expected 200, {ctx.size})")
+        if sampler is not None:
+            r["rss"] = sampler.result()
+        return r
+
+    return ctx.fl.measure(once)
 
 
 def timed_raw_read(ctx: Ctx, path: Path) -> dict[str, Any]:
-    with ctx.fl.guard() as g:
+    def once() -> dict[str, Any]:
         b0 = sys_busy()
         r = raw_read(path)
         r["box_cores"] = busy_cores(b0)
-    r["foreign_cores"] = g.cores
-    return r
+        return r
+
+    return ctx.fl.measure(once)
 
 
 def dl_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -353,20 +356,23 @@ def hf_download(ctx: Ctx, hub: Server) -> dict[str, Any]:
                 "HF_HOME": str(ctx.tmp / "hf-home"), "NO_PROXY": "*", "no_proxy": "*"})
     endpoint = f"http://{HOST}:{hub.port}"
     try:
-        with ctx.fl.guard() as g:
+        def once() -> dict[str, Any]:
+            shutil.rmtree(cache, ignore_errors=True)
             s0, b0 = hub.cpu(), sys_busy()
             cp = subprocess.run([PY, "-c", HF_SNIPPET, endpoint, REPO, FNAME, str(cache)], env=env,
                                 capture_output=True, text=True, timeout=ctx.dl_timeout * 3)
             box = busy_cores(b0)
             srv_cpu = hub.cpu() - s0
-        if cp.returncode != 0:
-            raise RuntimeError(cp.stderr[-1500:])
-        r = json.loads(cp.stdout.strip().splitlines()[-1])
-        if r["bytes"] != ctx.size:
-            raise RuntimeError(f"hf_hub_download got {r['bytes']} bytes")
-        out = {"MBps": round(r["bytes"] / r["seconds"] / 1e6, 1), "seconds": round(r["seconds"], 2),
-               "client_cores": round(r["cpu_s"] / r["seconds"], 3), "server_cores": round(srv_cpu / r["seconds"], 3),
-               "box_cores": round(box, 3), "foreign_cores": round(g.cores, 3)}
+            if cp.returncode != 0:
+                raise RuntimeError(cp.stderr[-1500:])
+            r = json.loads(cp.stdout.strip().splitlines()[-1])
+            if r["bytes"] != ctx.size:
+                raise RuntimeError(f"hf_hub_download got {r['bytes']} bytes")
+            return {"MBps": round(r["bytes"] / r["seconds"] / 1e6, 1), "seconds": round(r["seconds"], 2),
+                    "client_cores": round(r["cpu_s"] / r["seconds"], 3),
+                    "server_cores": round(srv_cpu / r["seconds"], 3), "box_cores": round(box, 3)}
+
+        out = ctx.fl.measure(once)
         print(f"  hf_hub_download {out['MBps']} MB/s (client {out['client_cores']} cores)", flush=True)
         return out
     except Exception as exc:  # noqa: BLE001 - context only; the rest of the run goes on
@@ -412,12 +418,14 @@ def bench_head(ctx: Ctx, hub: Server, url: str, headers: dict[str, str]) -> dict
         for i in range(a.head_rounds):
             line = []
             for name, u, srv in targets:
-                with ctx.fl.guard() as g:
+                def once(u: str = u, srv: Server = srv) -> dict[str, Any]:
                     s0, b0 = srv.cpu(), sys_busy()
                     r = hey(u, n=a.head_n, conns=a.head_conns, timeout=a.head_timeout)
                     r["box_cores"] = busy_cores(b0)
                     r["server_cores"] = (srv.cpu() - s0) / r["seconds"] if r["seconds"] else None
-                r["foreign_cores"] = g.cores
+                    return r
+
+                r = ctx.fl.measure(once)
                 bad = {c: k for c, k in r["codes"].items() if c != 200}
                 if bad or r["errors"]:
                     ctx.note(f"HEAD {name}: non-200 answers {bad} errors {r['errors']}")
@@ -517,11 +525,11 @@ def bench_s3(ctx: Ctx, res: dict[str, Any]) -> None:
 def redirect_check(ctx: Ctx, url: str, s3_endpoint: str) -> dict[str, Any]:
     print("[s3] redirect mode: HEAD ...", flush=True)
     status, headers, first = curl_head(url)
-    times = []
-    with ctx.fl.guard() as g:
-        for _ in range(5):
-            _, _, t = curl_head(url)
-            times.append(t)
+    def once() -> dict[str, Any]:
+        return {"times": [curl_head(url)[2] for _ in range(5)]}
+
+    timed = ctx.fl.measure(once)
+    times = timed["times"]
     ok = (status == 302 and headers.get("location", "").startswith(s3_endpoint)
           and headers.get("x-linked-etag", "").strip('"') == ctx.sha256 and headers.get("x-linked-size") == str(ctx.size))
     # follow the Location for the first KiB: the presigned URL must work as handed out
@@ -529,7 +537,7 @@ def redirect_check(ctx: Ctx, url: str, s3_endpoint: str) -> dict[str, Any]:
     out = {"status": status, "ok": ok, "first_head_ms": round(first * 1e3, 2),
            "head_ms": summarize([t * 1e3 for t in times]), "location_host": headers.get("location", "")[:60],
            "x_linked_size": headers.get("x-linked-size"), "follow_range_code": rr["http_code"],
-           "follow_range_bytes": rr["bytes"], "foreign_cores": round(g.cores, 3)}
+           "follow_range_bytes": rr["bytes"], "foreign_cores": round(timed["foreign_cores"], 3)}
     if not ok or rr["http_code"] != 206 or rr["bytes"] != 1024:
         ctx.note(f"redirect mode not as expected: status {status}, headers {headers}, follow {rr}")
     print(f"  HEAD -> {status} in {out['head_ms'].get('median', 0):.1f} ms (first {out['first_head_ms']} ms), "
@@ -643,8 +651,9 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     fc = fl["per_run_cores"]
     L.append(f"Foreign load (processes outside this benchmark) during timed runs: median {fc.get('median', 0):.2f}, "
              f"max {fc.get('max', 0):.2f} cores over {fc.get('n', 0)} runs; initial wait {fl['initial']['waited_s']}s "
-             f"(quiet: {fl['initial']['quiet']}, {fl['initial']['last_cores']} cores); waited {fl['waited_s']:.0f}s "
-             f"between runs, gave up {fl['gave_up']}x; loadavg start {fl['loadavg_start']} end {fl['loadavg_end']}")
+             f"(quiet: {fl['initial']['quiet']}, {fl['initial']['last_cores']} cores); waited {fl['waited_s']:.0f}s in all; "
+             f"measured on a busy box {fl['gave_up']}x; runs redone because disturbed {fl['redone']}x, disturbed runs "
+             f"kept {fl['disturbed_kept']}x; loadavg start {fl['loadavg_start']} end {fl['loadavg_end']}")
     for n in res.get("notes", []):
         L.append(f"NOTE: {n}")
     return L
@@ -663,9 +672,13 @@ def main() -> int:
     ap.add_argument("--skip-head", action="store_true")
     ap.add_argument("--skip-hf", action="store_true", help="skip the hf_hub_download context run")
     ap.add_argument("--quiet-cores", type=float, default=0.2, help="'quiet' = other processes below this many cores")
-    ap.add_argument("--quiet-wait", type=float, default=None,
-                    help="wait at most this long (s) for a quiet machine before starting (default 1200; 30 quick)")
-    ap.add_argument("--quiet-run-wait", type=float, default=60.0, help="wait at most this long (s) before each run")
+    ap.add_argument("--quiet-budget", type=float, default=None,
+                    help="total time (s) the run may spend waiting for a quiet machine, before it starts and "
+                         "between runs (default 1200; 60 with --quick)")
+    ap.add_argument("--quiet-run-wait", type=float, default=300.0,
+                    help="wait at most this long (s) for quiet before one timed run (within the budget)")
+    ap.add_argument("--redo", type=int, default=2,
+                    help="redo a timed run that other processes disturbed (> --quiet-cores) up to this many times")
     ap.add_argument("--tmp-dir", default=None, help="where the temp folder goes (default: the system's)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp folder (file, stores, server logs)")
     ap.add_argument("--output", type=Path, default=RESULTS)
@@ -675,7 +688,7 @@ def main() -> int:
     a.runs = a.runs or (1 if q else 5)
     a.head_n = a.head_n or (4000 if q else 20000)
     a.head_rounds = a.head_rounds or (1 if q else 3)
-    a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (30.0 if q else 1200.0)
+    a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (60.0 if q else 1200.0)
     if not shutil.which("curl"):
         sys.exit("curl is required")
 
@@ -691,8 +704,8 @@ def main() -> int:
         ctx.sha256 = make_file(ctx.src / FNAME, ctx.size)
         res["file"] = {"size": ctx.size, "sha256": ctx.sha256}
         print(f"[setup] waiting for a quiet machine (other processes < {a.quiet_cores} cores, at most "
-              f"{a.quiet_wait:.0f} s); loadavg {loadavg()} ...", flush=True)
-        fl_info["initial"] = ctx.fl.wait_quiet(a.quiet_wait, window=2.0, label="waiting")
+              f"{a.quiet_budget:.0f} s); loadavg {loadavg()} ...", flush=True)
+        fl_info["initial"] = ctx.fl.wait_quiet(a.quiet_budget, window=2.0, label="waiting")
         print(f"  quiet={fl_info['initial']['quiet']} after {fl_info['initial']['waited_s']} s "
               f"(other processes {fl_info['initial']['last_cores']} cores)", flush=True)
         bench_local(ctx, res)
@@ -709,7 +722,8 @@ def main() -> int:
     finally:
         stop_all()
         fl_info.update({"loadavg_end": loadavg(), "per_run_cores": summarize(ctx.fl.readings),
-                        "waited_s": round(ctx.fl.waited_s, 1), "gave_up": ctx.fl.gave_up})
+                        "waited_s": round(ctx.fl.waited_s, 1), "gave_up": ctx.fl.gave_up,
+                        "redone": ctx.fl.redone, "disturbed_kept": ctx.fl.disturbed_kept})
         res["foreign_load"] = fl_info
         res["notes"] = ctx.notes
         if a.keep_tmp:
