@@ -1,0 +1,1 @@
+"""Fakes of the outside world that hubgate talks to (the upstream Hub and its CDN), served over loopback."""
