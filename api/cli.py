@@ -38,6 +38,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("hubgate serving on http://%s:%d", settings.host, settings.port)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
     if settings.workers > 1:
+        from registry.db import make_engine
+
+        make_engine(settings.database).dispose()  # migrate once, before the workers start
         uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, create_engine
 
 from registry import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from registry.settings import DatabaseSettings
@@ -22,14 +26,31 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def make_engine(settings: DatabaseSettings) -> Engine:
-    """Create the engine and the schema if missing."""
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates it on an empty database)."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def make_engine(settings: DatabaseSettings, *, migrate: bool = True) -> Engine:
+    """Create the engine and upgrade the schema to the newest migration."""
     is_sqlite = settings.url.startswith("sqlite")
     kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
     engine = create_engine(settings.url, echo=settings.echo, **kwargs)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
+    if migrate:
+        upgrade(engine)
     return engine
 
 
