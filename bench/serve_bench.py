@@ -8,8 +8,10 @@ One run measures, on 127.0.0.1 only:
  1. local store: a random SIZE file (generated once in a temp dir, deleted at the end) imported
     with `hubgate import`; `curl -o /dev/null` of GET /{repo}/resolve/main/{file} from
     `hubgate serve` (a real subprocess) vs nginx (Debian nginx-light, 1 worker, the same blob
-    file of hubgate's store, `sendfile on` and `sendfile off`); runs are interleaved
-    (hubgate, nginx sendfile, nginx no-sendfile, raw read) so drift hits all alike.
+    file of hubgate's store, `sendfile on` and `sendfile off`), and vs a bare Starlette
+    StreamingResponse app (bench/apps/bare_stream.py, 8 MiB reads in the threadpool, same
+    uvicorn options): the Python floor. Runs are interleaved (hubgate, bare, nginx sendfile,
+    nginx no-sendfile, raw read) so drift hits all alike.
     Without nginx, the reference is a raw page-cache read of the file (and the output says so).
     Plus one `hf_hub_download` through hubgate, for context (the usual client's own ceiling).
  2. S3 store on moto (`moto_server` subprocess): curl through hubgate with HUBGATE_S3_SERVE=proxy
@@ -170,6 +172,19 @@ def nginx_server(ctx: Ctx, mode: str, root: Path) -> Server:
     return srv
 
 
+def uvicorn_argv(app: str, port: int) -> list[str]:
+    """The options `hubgate serve` runs uvicorn with (1 worker; uvicorn picks uvloop + httptools when installed)."""
+    return [PY, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--workers", "1", "--no-access-log", "--log-level", "info"]
+
+
+def bare_stream_server(ctx: Ctx, path: Path) -> Server:
+    apps = BENCH_DIR / "apps"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(apps), "BARE_FILE": str(path)}
+    return Server("bare-stream", uvicorn_argv("bare_stream:app", port), port, env=env, cwd=str(apps), log_dir=ctx.logs)
+
+
 def server_stack(srv: Server) -> dict[str, bool]:
     """Which event loop / HTTP parser the server process actually loaded (from its memory maps)."""
     try:
@@ -299,6 +314,10 @@ def bench_local(ctx: Ctx, res: dict[str, Any]) -> None:
 
     servers: list[Server] = []
     targets: list[tuple[str, str, list[Server], Server | None]] = [("hubgate", url, [hub], hub)]
+    if not a.skip_bare_stream:
+        bare = bare_stream_server(ctx, blob).start()
+        servers.append(bare)
+        targets.append(("bare-starlette-stream", f"http://{HOST}:{bare.port}/{FNAME}", [bare], None))
     have_nginx = shutil.which("nginx") is not None
     out["nginx"] = tool_version(["nginx", "-v"]) if have_nginx else None
     if have_nginx:
@@ -394,9 +413,7 @@ def bench_head(ctx: Ctx, hub: Server, url: str, headers: dict[str, str]) -> dict
     env["PYTHONPATH"] = str(apps)
     env["BARE_HEAD_HEADERS"] = json.dumps(sorted(headers.items()))
     port = free_port()
-    bare = Server("bare-head", [PY, "-m", "uvicorn", "bare_head:app", "--host", HOST, "--port", str(port),
-                                "--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log",
-                                "--log-level", "info"], port, env=env, cwd=str(apps), log_dir=ctx.logs)
+    bare = Server("bare-head", uvicorn_argv("bare_head:app", port), port, env=env, cwd=str(apps), log_dir=ctx.logs)
     out: dict[str, Any] = {"n": a.head_n, "conns": a.head_conns, "rounds": a.head_rounds}
     with bare:
         bare_url = f"http://{HOST}:{port}/{REPO}/resolve/main/{FNAME}"
@@ -671,6 +688,8 @@ def main() -> int:
     ap.add_argument("--skip-s3", action="store_true")
     ap.add_argument("--skip-head", action="store_true")
     ap.add_argument("--skip-hf", action="store_true", help="skip the hf_hub_download context run")
+    ap.add_argument("--skip-bare-stream", action="store_true",
+                    help="skip the bare Starlette StreamingResponse reference (apps/bare_stream.py)")
     ap.add_argument("--quiet-cores", type=float, default=0.2, help="'quiet' = other processes below this many cores")
     ap.add_argument("--quiet-budget", type=float, default=None,
                     help="total time (s) the run may spend waiting for a quiet machine, before it starts and "
