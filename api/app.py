@@ -39,7 +39,7 @@ def build_services(settings: Settings) -> Services:
 
 def build_worker(svc: Services) -> Worker:
     options = SyncOptions(file_workers=svc.settings.sync_file_workers, range_workers=svc.settings.sync_range_workers)
-    syncer = Syncer(svc.engine, svc.store, svc.upstream(), options, signer=svc.signer,
+    syncer = Syncer(svc.engine, svc.store, svc.upstream, options, signer=svc.signer,
                     instance=svc.settings.instance_name)
     return Worker(svc.engine, syncer, lease_seconds=svc.settings.worker_lease_seconds)
 

@@ -33,6 +33,7 @@ class Services:
     cache: MetadataCache
     signer: Signer | None = None
     _upstream: HubUpstream | None = None
+    _upstream_token: str | None = None
     _tokens: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,22 +76,24 @@ class Services:
 
     # -- upstream
     def upstream(self) -> HubUpstream:
+        """The upstream client, rebuilt when the stored upstream token changed (``hubgate upstream-token set``)."""
+        if self.settings.upstream_url is None:
+            raise UpstreamError(
+                "No upstream is configured (HUBGATE_UPSTREAM_URL is empty): this is a sealed side; "
+                "carry requests out with `hubgate requests export`"
+            )
+        token = self.settings.upstream_token
+        if token is None:
+            key = secrets.load_or_create_key(self.settings.key_file)
+            with Session(self.engine) as session:
+                token = secrets.get_secret(session, key, secrets.UPSTREAM_TOKEN)
         with self._lock:
-            if self._upstream is None:
-                if self.settings.upstream_url is None:
-                    raise UpstreamError(
-                        "No upstream is configured (HUBGATE_UPSTREAM_URL is empty): this is a sealed side; "
-                        "carry requests out with `hubgate requests export`"
-                    )
-                token = self.settings.upstream_token
-                if token is None:
-                    key = secrets.load_or_create_key(self.settings.key_file)
-                    with Session(self.engine) as session:
-                        token = secrets.get_secret(session, key, secrets.UPSTREAM_TOKEN)
-                self._upstream = HubUpstream(self.settings.upstream_url, token)
+            if self._upstream is None or self._upstream_token != token:
+                # The old client is left to the garbage collector: a sync in flight may still use it.
+                self._upstream, self._upstream_token = HubUpstream(self.settings.upstream_url, token), token
             return self._upstream
 
-    def reset_upstream(self) -> None:
+    def close(self) -> None:
         with self._lock:
             if self._upstream is not None:
                 self._upstream.close()

@@ -33,10 +33,10 @@ class Hasher:
     patched in at the end, which git's format does not allow. Hence: pass the size.
     """
 
-    __slots__ = ("_sha256", "_sha1", "_size", "_expected_size")
+    __slots__ = ("_sha256", "_sha1", "_size", "_expected_size", "_what")
 
-    def __init__(self, size: int) -> None:
-        self._expected_size = size
+    def __init__(self, size: int, what: str = "content") -> None:
+        self._expected_size, self._what = size, what
         self._sha256 = hashlib.sha256()
         self._sha1 = hashlib.sha1(b"blob %d\0" % size)
         self._size = 0
@@ -60,7 +60,9 @@ class Hasher:
     def finish(self) -> Digests:
         """Raises DigestMismatchError if fewer or more bytes arrived than announced."""
         if self._size != self._expected_size:
-            raise DigestMismatchError(f"size mismatch: expected {self._expected_size} bytes, got {self._size}")
+            raise DigestMismatchError(
+                f"size mismatch for {self._what}: expected {self._expected_size} bytes, got {self._size}"
+            )
         return Digests(self._size, self._sha256.hexdigest(), self._sha1.hexdigest())
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session
 from mirror import repoinfo, scrub
 from mirror.errors import BlobNotFoundError, ObjectNotFoundError
 from mirror.signing import Signer
+from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
 from registry import snapshots
 from registry.db import session_scope
@@ -50,9 +51,13 @@ def publish_manifest(
         stored: Manifest | None = store.get_manifest(manifest.repo, manifest.commit)
     except ObjectNotFoundError:
         stored = None
-    if stored is not None and stored.digest() != manifest.digest():
+    if stored is not None and stored.files != manifest.files:
         raise ConflictError(f"{manifest.repo} commit {manifest.commit} is already published with different content")
-    if stored is None:  # a re-publish keeps the first manifest, signature and provenance byte for byte
+    written = stored is None
+    if stored is not None:  # the same files again (another ref, a resumed sync): keep the first manifest,
+        manifest = stored   # signature and provenance byte for byte
+        provenance = store.get_provenance(manifest.repo, manifest.commit)
+    else:
         store.put_manifest(manifest)
         provenance = dict(provenance or {})
         if signature is None and signer is not None:
@@ -61,11 +66,31 @@ def publish_manifest(
         if signature is not None:
             store.put_signature(manifest.repo, manifest.commit, signature)
         store.put_provenance(manifest.repo, manifest.commit, provenance)
-    else:
-        provenance = store.get_provenance(manifest.repo, manifest.commit)
     digest = manifest.digest()
-    info = repoinfo.describe(store, manifest)
     refs = list(refs)
+    try:
+        info = repoinfo.describe(store, manifest)
+        result = _publish_in_db(engine, manifest, digest, info, refs, provenance, default_main, in_transaction)
+    except BaseException:
+        if written:  # nothing of a failed publish may stay where rebuild-index would find it
+            for key in (layout.manifest_key, layout.signature_key, layout.provenance_key):
+                store.driver.delete(key(manifest.repo, manifest.commit))
+        raise
+    for ref in refs:  # a disaster-recovery copy; the DB is authoritative
+        store.put_ref(manifest.repo, ref.full, manifest.commit)
+    # Blobs just verified may be what other, unavailable snapshots were waiting for.
+    scrub.restore_available(engine, store)
+    log.info(
+        "published %s@%s (%d files, %s)%s", manifest.repo, manifest.commit, len(manifest.files),
+        "new" if result.created else "unchanged", f", refs moved: {result.refs_moved}" if result.refs_moved else "",
+    )
+    return result
+
+
+def _publish_in_db(
+    engine: Engine, manifest: Manifest, digest: str, info: dict[str, Any], refs: list[RefName],
+    provenance: dict[str, Any], default_main: bool, in_transaction: Callable[[Session], object] | None,
+) -> snapshots.PublishResult:
     with session_scope(engine) as session:
         if default_main and not any(r.name == "main" for r in refs):
             repo_row = snapshots.get_or_create_repo(session, manifest.repo)
@@ -77,12 +102,4 @@ def publish_manifest(
             session.merge(KnownBlob(sha256=f.sha256, git_oid=f.git_oid, size=f.size))
         if in_transaction is not None:
             in_transaction(session)
-    for ref in refs:  # a disaster-recovery copy; the DB is authoritative
-        store.put_ref(manifest.repo, ref.full, manifest.commit)
-    # Blobs just verified may be what other, unavailable snapshots were waiting for.
-    scrub.restore_available(engine, store)
-    log.info(
-        "published %s@%s (%d files, %s)%s", manifest.repo, manifest.commit, len(manifest.files),
-        "new" if result.created else "unchanged", f", refs moved: {result.refs_moved}" if result.refs_moved else "",
-    )
     return result

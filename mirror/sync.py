@@ -7,6 +7,7 @@ again, so a sync that a dead worker left half-done resumes where it was.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from registry import policy, workflow
 from registry.db import session_scope
 from registry.manifest import Manifest, ManifestEntry
 from registry.models import KnownBlob
-from registry.refs import parse_ref
+from registry.refs import RefName, parse_ref
 from registry.types import RepoRef, is_commit_sha
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,13 @@ class Progress:
 
 class Syncer:
     def __init__(
-        self, engine: Engine, store: BlobStore, upstream: HubUpstream, options: SyncOptions | None = None,
-        *, signer: Signer | None = None, instance: str = "hubgate",
+        self, engine: Engine, store: BlobStore, upstream: HubUpstream | Callable[[], HubUpstream],
+        options: SyncOptions | None = None, *, signer: Signer | None = None, instance: str = "hubgate",
     ) -> None:
-        self.engine, self.store, self.upstream = engine, store, upstream
+        """``upstream`` may be a factory, asked again at the start of every job (a new token takes effect)."""
+        self.engine, self.store = engine, store
+        self._upstream_factory = upstream if callable(upstream) and not isinstance(upstream, HubUpstream) else None
+        self.upstream: HubUpstream = upstream if isinstance(upstream, HubUpstream) else upstream()
         self.options = options or SyncOptions()
         self.signer, self.instance = signer, instance
 
@@ -144,9 +148,7 @@ class Syncer:
         with ThreadPoolExecutor(n, thread_name_prefix="range") as pool:
             pending: deque[Future[bytes]] = deque()
             queue = iter(bounds)
-            for s, e in (next(queue, None) for _ in range(2 * n)):
-                if s is None:
-                    break
+            for s, e in itertools.islice(queue, 2 * n):
                 pending.append(pool.submit(self._fetch_part, repo, commit, f.path, s, e))
             try:
                 while pending:
@@ -163,6 +165,8 @@ class Syncer:
     # the whole job
     def run(self, request_pk: int, heartbeat: Callable[[], None] = lambda: None) -> Manifest:
         """Sync a request end to end. Raises on any failure, with nothing published."""
+        if self._upstream_factory is not None:
+            self.upstream = self._upstream_factory()
         with session_scope(self.engine) as session:
             req = workflow.start(session, request_pk)
             repo, commit, revision = RepoRef.parse(req.repo_type, req.repo_id), req.commit, req.revision
@@ -203,10 +207,17 @@ class Syncer:
             source={"kind": "upstream", "endpoint": self.upstream.base_url, "revision": revision},
             files=tuple(entries[p] for p in sorted(entries)),
         )
-        refs = [] if is_commit_sha(revision) else [parse_ref(revision)]
+        refs = [] if is_commit_sha(revision) else [self._ref(repo, revision)]
         publish_manifest(self.engine, self.store, manifest, refs, default_main=True, signer=self.signer,
                          provenance=provenance, in_transaction=lambda s: workflow.finish(s, request_pk))
         return manifest
+
+    def _ref(self, repo: RepoRef, revision: str) -> RefName:
+        """The ref to publish: a short name is a tag here when it is a tag upstream, else a branch."""
+        ref = parse_ref(revision)
+        if ref.kind == "branch" and not revision.startswith("refs/") and revision in self.upstream.tags(repo):
+            return RefName(ref.name, "tag")
+        return ref
 
     def _report(self, request_pk: int, p: Progress) -> None:
         with session_scope(self.engine) as session:

@@ -154,6 +154,15 @@ class HubUpstream:
             raise UpstreamError(f"Upstream repo info for {repo.id} is not an object")
         return doc
 
+    def tags(self, repo: RepoRef) -> set[str]:
+        """Names of the repo's tags upstream (empty when the upstream cannot list refs)."""
+        try:
+            doc = self._json(self._api(repo, "refs"))
+        except UpstreamNotFoundError:
+            return set()
+        tags = doc.get("tags") if isinstance(doc, dict) else None
+        return {str(t.get("name")) for t in tags or [] if isinstance(t, dict)}
+
     def list_files(self, repo: RepoRef, commit: str) -> list[UpstreamFile]:
         """Every file at ``commit`` (recursive tree, all pages). Paths are validated: one bad name rejects the listing."""
         url: str | None = self._api(repo, "tree", commit) + "?recursive=true&expand=false"

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from mirror.sync import Syncer
 from registry import jobs, workflow
 from registry.db import session_scope
-from registry.errors import HubgateError
+from registry.errors import HubgateError, InvalidTransitionError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,23 @@ class Worker:
                 workflow.fail(session, request_pk, message)
             raise
 
+    def _reap(self) -> None:
+        with Session(self.engine) as session:
+            reaped = [(j.kind, dict(j.payload), j.attempts) for j in jobs.reap_exhausted(session)]
+        for kind, payload, attempts in reaped:
+            if kind != workflow.SYNC_JOB:
+                continue
+            log.error("sync of request %s lost its worker %d times: failing it", payload.get("request"), attempts)
+            try:
+                with session_scope(self.engine) as session:
+                    workflow.fail(session, int(payload["request"]),
+                                  f"The sync lost its worker {attempts} times (crashed or killed); retry it")
+            except InvalidTransitionError:
+                pass  # someone already decided
+
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue had nothing for us."""
+        self._reap()
         with Session(self.engine) as session:
             job = jobs.claim(session, self.worker_id, lease_seconds=self.lease_seconds)
         if job is None:

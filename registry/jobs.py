@@ -66,6 +66,31 @@ def heartbeat(session: Session, job_pk: int, worker_id: str, *, lease_seconds: f
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def reap_exhausted(session: Session) -> list[Job]:
+    """Fail the jobs whose lease expired on their last allowed attempt (their workers kept dying). Commits.
+
+    Without this a job that lost every worker would sit ``running`` forever and hold its request.
+    """
+    now = utcnow()
+    candidates = session.exec(
+        select(Job).where(
+            col(Job.state) == "running", col(Job.lease_expires_at) < now, col(Job.attempts) >= col(Job.max_attempts)
+        )
+    ).all()
+    reaped = []
+    for job in candidates:
+        result = session.execute(  # atomic: only one reaper wins each job
+            update(Job)
+            .where(col(Job.pk) == job.pk, col(Job.state) == "running", col(Job.lease_expires_at) < now)
+            .values(state="failed", lease_owner=None, lease_expires_at=None,
+                    last_error=f"the job lost its worker {job.attempts} times (crashed or killed)")
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            reaped.append(job)
+    session.commit()
+    return reaped
+
+
 def complete(session: Session, job_pk: int) -> None:
     job = session.get(Job, job_pk)
     if job is not None:

@@ -127,6 +127,7 @@ def remove_snapshot(session: Session, repo: RepoRef, commit: str, *, actor: audi
         session.delete(r)
     for f in session.exec(select(SnapshotFile).where(SnapshotFile.snapshot_pk == snap.pk)).all():
         session.delete(f)
+    session.flush()  # the file rows reference the snapshot: they must go first
     session.delete(snap)
     audit.record(session, actor, "snapshot.remove", f"{repo}@{commit}", refs=[r.name for r in refs])
     return [RefName(r.name, r.kind) for r in refs]

@@ -88,7 +88,8 @@ def retry(pk: int, actor: Admin, request: Request) -> schemas.RequestPublic:
 def repos(actor: Reader, request: Request, repo_type: str = "model") -> list[schemas.SnapshotPublic]:
     """The default snapshot of every published repo of a type."""
     with Session(_svc(request).engine) as session:
-        return [_snapshot(s, []) for s in catalog.list_repos(session, RepoType.parse(repo_type))]
+        return [_snapshot(s, [r.name for r in catalog.list_refs(session, s.repo) if r.commit == s.commit])
+                for s in catalog.list_repos(session, RepoType.parse(repo_type))]
 
 
 @router.get("/repos/{repo_type}/{repo_id:path}/snapshots", response_model=list[schemas.SnapshotPublic], responses=ERRORS)

@@ -32,7 +32,7 @@ class BlobWriter:
         self, store: "BlobStore", *, size: int, sha256: str | None, git_oid: str | None, what: str
     ) -> None:
         self._store, self._expect_sha256, self._expect_oid, self._what = store, sha256, git_oid, what
-        self._hasher = Hasher(size)
+        self._hasher = Hasher(size, what)
         self._key = layout.blob_key(sha256) if sha256 else layout.upload_key()
         self._writer: ObjectWriter | None = store.driver.writer(self._key)
         self.digests: Digests | None = None

@@ -251,7 +251,7 @@ class Hubgate:
         self._stopped = True
         self.client.close()
         self.server.stop()
-        self.svc.reset_upstream()
+        self.svc.close()
         self.svc.engine.dispose()
 
 

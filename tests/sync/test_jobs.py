@@ -130,9 +130,6 @@ def test_a_sync_left_by_a_dead_worker_is_finished_by_another(fake_hub: FakeHub, 
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="hubgate bug: registry/jobs.py claim() skips a running job whose lease expired "
-                   "once attempts == max_attempts, and nothing else ever fails it: after 3 lost workers the job stays "
-                   "'running' and its request 'syncing' forever (neither retry nor reject is allowed from syncing)")
 def test_a_job_that_lost_every_worker_fails_its_request(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("lost")
     fake_hub.create_repo(repo, small_files(61))

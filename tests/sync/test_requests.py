@@ -222,8 +222,6 @@ def test_repos_snapshots_and_pointing_a_ref_at_an_approved_commit(fake_hub: Fake
 
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: registry/snapshots.py remove_snapshot deletes the snapshot row "
-                   "before its snapshotfile rows in one flush -> FOREIGN KEY constraint failed -> 500")
 def test_remove_snapshot_unpublishes_it(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("remove")
     a = fake_hub.create_repo(repo, small_files(11))

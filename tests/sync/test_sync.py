@@ -77,10 +77,6 @@ def test_a_second_repo_only_downloads_the_blobs_not_yet_stored(fake_hub: FakeHub
         assert served(hubgate, b, "main", path).content == f.read_bytes(), path
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: the manifest digest covers created_at (sync time) and "
-                   "source.revision, so mirror/publishing.py publish_manifest refuses a second sync of an already "
-                   "published commit ('already published with different content'): a tag or a sha request for a "
-                   "mirrored commit, or a resumed sync whose manifest was already stored, can never succeed")
 def test_an_already_mirrored_commit_can_be_requested_again_for_another_ref(fake_hub: FakeHub,
                                                                            hubgate: Hubgate) -> None:
     repo = unique_repo("again")
@@ -176,9 +172,6 @@ def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hu
     assert doc["state"] == "failed" and "sha256 mismatch" in doc["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/sync.py Syncer._fetch_ranges primes the window with "
-                   "`for s, e in (next(queue, None) for _ in range(2 * n))`, which unpacks None (TypeError) when a "
-                   "file has fewer than 2 x range_workers parts: with the defaults every file of 64-112 MiB fails")
 def test_a_big_file_with_fewer_parts_than_the_range_window(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("few-parts")
     big = os.urandom(3 * 1024 * 1024 + 1)  # 4 parts of 1 MiB, window of 2 x 3
@@ -227,9 +220,18 @@ def test_progress_is_visible_while_syncing_and_nothing_is_published_before_the_e
     assert "syncing" in states and "available" not in states
 
 
-def test_publish_is_one_transaction(fake_hub: FakeHub, hubgate: Hubgate) -> None:
-    """Snapshot rows, refs and the request's ``available`` commit together or not at all: here the ref
-    cannot be written (``v1`` is a tag in hubgate, the new request would make it a branch)."""
+def _fail_inside_the_publish_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step inside the publishing transaction (marking the request available) fails."""
+    from registry import workflow
+
+    def broken_finish(session, pk):  # type: ignore[no-untyped-def]
+        raise RuntimeError("injected failure inside the publish transaction")
+
+    monkeypatch.setattr(workflow, "finish", broken_finish)
+
+
+def test_publish_is_one_transaction(fake_hub: FakeHub, hubgate: Hubgate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshot rows, refs and the request's ``available`` commit together or not at all."""
     repo = unique_repo("atomic")
     a = fake_hub.create_repo(repo, small_files(51))
     fake_hub.tag(repo, "v1", a.sha)
@@ -237,8 +239,10 @@ def test_publish_is_one_transaction(fake_hub: FakeHub, hubgate: Hubgate) -> None
     b = fake_hub.commit(repo, {"data/part-0.txt": b"b\n"})
     fake_hub.tag(repo, "v1", b.sha)
 
-    failed = hubgate.approve_and_sync(hubgate.request(repo, "v1")["id"])
-    assert failed["state"] == "failed" and "tag" in failed["error"]
+    request_id = hubgate.request(repo, "v1")["id"]
+    _fail_inside_the_publish_transaction(monkeypatch)
+    failed = hubgate.approve_and_sync(request_id)
+    assert failed["state"] == "failed" and "injected failure" in failed["error"]
     assert [s["commit"] for s in hubgate.api("GET", f"/repos/model/{repo}/snapshots").json()] == [a.sha]
     r = hubgate.client.head(f"/{repo}/resolve/{b.sha}/data/part-0.txt")
     assert (r.status_code, r.headers.get("x-error-code")) == (404, "RevisionNotFound")
@@ -246,10 +250,8 @@ def test_publish_is_one_transaction(fake_hub: FakeHub, hubgate: Hubgate) -> None
     assert hubgate.client.head(f"/{repo}/resolve/main/data/part-0.txt").headers["x-repo-commit"] == a.sha
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: mirror/publishing.py publish_manifest writes the manifest "
-                   "(and signature, provenance) to the store before the DB transaction and never removes it when "
-                   "the transaction fails, so `hubgate rebuild-index` publishes a commit whose sync failed")
-def test_a_failed_publish_leaves_no_manifest_for_rebuild_index_to_publish(fake_hub: FakeHub, hubgate: Hubgate) -> None:
+def test_a_failed_publish_leaves_no_manifest_for_rebuild_index_to_publish(
+        fake_hub: FakeHub, hubgate: Hubgate, monkeypatch: pytest.MonkeyPatch) -> None:
     from mirror.rebuild import rebuild_index
 
     repo = unique_repo("orphan")
@@ -258,7 +260,10 @@ def test_a_failed_publish_leaves_no_manifest_for_rebuild_index_to_publish(fake_h
     assert hubgate.approve_and_sync(hubgate.request(repo, "refs/tags/v1")["id"])["state"] == "available"
     b = fake_hub.commit(repo, {"data/part-0.txt": b"b\n"})
     fake_hub.tag(repo, "v1", b.sha)
-    assert hubgate.approve_and_sync(hubgate.request(repo, "v1")["id"])["state"] == "failed"
+    request_id = hubgate.request(repo, "v1")["id"]
+    _fail_inside_the_publish_transaction(monkeypatch)
+    assert hubgate.approve_and_sync(request_id)["state"] == "failed"
+    monkeypatch.undo()
 
     rebuild_index(hubgate.svc.engine, hubgate.svc.store, force=True)
     hubgate.svc.cache.invalidate()
@@ -352,9 +357,6 @@ def test_gated_repo_with_the_token_syncs_and_the_token_never_reaches_the_cdn(
     assert len(events) == 1 and UPSTREAM_TOKEN not in str(events)
 
 
-@pytest.mark.xfail(strict=True, reason="hubgate bug: api/services.py Services.upstream() builds the HubUpstream (and "
-                   "reads the stored token) once per process and nothing calls reset_upstream(), so a token stored "
-                   "with `hubgate upstream-token set` is ignored by a running server until it restarts")
 def test_a_token_stored_while_hubgate_runs_is_used(fake_hub: FakeHub, make_hubgate, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     import io
@@ -372,3 +374,13 @@ def test_a_token_stored_while_hubgate_runs_is_used(fake_hub: FakeHub, make_hubga
     doc = hubgate.request(repo)
     assert any(f["rule"] == "gated" for f in doc["findings"]), doc["findings"]
     assert hubgate.approve_and_sync(doc["id"])["state"] == "available"
+
+
+def test_a_tag_requested_by_its_short_name_is_published_as_a_tag(fake_hub: FakeHub, hubgate: Hubgate) -> None:
+    repo = unique_repo("shorttag")
+    a = fake_hub.create_repo(repo, small_files(3))
+    fake_hub.tag(repo, "v2", a.sha)
+    assert hubgate.approve_and_sync(hubgate.request(repo, "v2")["id"])["state"] == "available"
+    refs = hubgate.client.get(f"/api/models/{repo}/refs").json()
+    assert [t["name"] for t in refs["tags"]] == ["v2"] and refs["tags"][0]["targetCommit"] == a.sha
+    assert "v2" not in [b["name"] for b in refs["branches"]]
