@@ -12,7 +12,7 @@ from sqlmodel import Session
 from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile
 from registry import audit, catalog, policy, workflow
 from registry.db import session_scope
-from registry.errors import InvalidInputError, RepoNotFoundError, RevisionNotFoundError
+from registry.errors import HubgateError, InvalidInputError, RepoNotFoundError, RevisionNotFoundError
 from registry.models import MirrorRequest
 from registry.settings import PolicySettings
 from registry.types import RepoRef, RepoType, is_commit_sha, validate_revision
@@ -43,7 +43,7 @@ def _base_models(engine: Engine, info: dict[str, Any]) -> tuple[policy.BaseModel
             try:
                 snap = catalog.default_snapshot(session, RepoRef.parse(RepoType.MODEL, name))
                 facts.append(policy.BaseModelFact(name, True, snap.info.get("license")))
-            except (RepoNotFoundError, Exception) as exc:  # an invalid id in a card is just "not here"
+            except HubgateError as exc:  # unknown here, unavailable, or an invalid id in the card
                 log.debug("base model %s: %s", name, exc)
                 facts.append(policy.BaseModelFact(name, False))
     return tuple(facts)

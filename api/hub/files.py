@@ -39,7 +39,7 @@ async def resolve_file(request: Request) -> Response | BlobResponse:
     size = entry.size
     status, start, length = 200, 0, size
     if_range = request.headers.get("if-range")
-    if request.method == "GET" and (if_range is None or if_range.strip() == wire_etag(entry)):
+    if request.method == "GET" and (if_range is None or if_range.strip() == f'"{wire.etag_of(entry)}"'):
         byte_range = parse_range(request.headers.get("range"), size)
         if byte_range is not None:
             start, end = byte_range
@@ -52,7 +52,3 @@ async def resolve_file(request: Request) -> Response | BlobResponse:
     # with a clear error instead of wrong bytes.
     reader = await run_in_threadpool(svc.store.open_verified, entry.sha256, size=size, offset=start, length=length)
     return BlobResponse(reader, length=length, status=status, headers=headers)
-
-
-def wire_etag(entry) -> str:  # type: ignore[no-untyped-def]
-    return f'"{wire.etag_of(entry)}"'

@@ -21,7 +21,7 @@ from api.auth import hub_reader
 from api.services import Services, bearer, services
 from registry import catalog
 from registry.errors import EntryNotFoundError, InvalidInputError, RepoNotFoundError
-from registry.types import RepoType
+from registry.types import RepoRef, RepoType
 
 _EXPAND_PAGE_CAP = 50  # the Hub pages expanded trees at 50
 _MAX_FORM = 4 * 1024 * 1024
@@ -139,7 +139,7 @@ async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
     return JSONResponse(out)
 
 
-async def _refs(request: Request, svc: Services, repo) -> JSONResponse:  # type: ignore[no-untyped-def]
+async def _refs(request: Request, svc: Services, repo: RepoRef) -> JSONResponse:
     def load() -> list[catalog.RefView]:
         with Session(svc.engine) as session:
             return catalog.list_refs(session, repo)
