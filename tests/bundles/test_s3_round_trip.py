@@ -43,16 +43,8 @@ def _loopback_without_proxy() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def s3_origin() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def s3_origin(moto_s3: str) -> str:
+    return moto_s3  # the session's moto server (tests/conftest.py)
 
 
 def _s3_client(origin: str) -> Any:

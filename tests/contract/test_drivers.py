@@ -14,7 +14,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from mirror.errors import StorageError
 from mirror.settings import S3Settings
@@ -82,14 +81,8 @@ class TestLocalBlobStore(BlobStoreSuite):
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto_endpoint(moto_s3: str) -> str:
+    return moto_s3  # the session's moto server (tests/conftest.py)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import uvicorn
 
 
 class ServerThread:
-    def __init__(self, app: Any, *, name: str = "fake-server") -> None:
+    def __init__(self, app: Any, *, name: str = "fake-server", graceful_shutdown: int = 1) -> None:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on",
-            timeout_graceful_shutdown=1, timeout_keep_alive=30,
+            timeout_graceful_shutdown=graceful_shutdown, timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=name, daemon=True)

@@ -8,13 +8,12 @@ requests an HF client made (e.g. a warm ``hf_hub_download`` by sha makes none).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
+from tests.fakes.server import ServerThread
 
 
 @dataclass
@@ -95,42 +94,20 @@ class Window:
         return [r.call for r in self.records]
 
 
-class LiveServer:
-    """uvicorn.Server on 127.0.0.1 with an OS-assigned port, run in a daemon thread."""
+class LiveServer(ServerThread):
+    """hubgate (behind a request recorder) on uvicorn, 127.0.0.1, an OS-assigned port, a daemon thread."""
 
     def __init__(self, app: Any) -> None:
         self.recorder = RequestRecorder(app)
-        config = uvicorn.Config(
-            self.recorder, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-            lifespan="on", timeout_graceful_shutdown=3,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="hubgate-uvicorn", daemon=True)
-        self.port = 0
+        super().__init__(self.recorder, name="hubgate-uvicorn", graceful_shutdown=3)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     def start(self, timeout: float = 30) -> "LiveServer":
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("uvicorn stopped during startup (see the log above)")
-            if time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise RuntimeError("uvicorn did not start in time")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        super().start(timeout)
         return self
-
-    def stop(self, timeout: float = 15) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(5)
 
     @contextmanager
     def recording(self) -> Iterator[Window]:
