@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from api.admin.routes import router as admin_router
 from api.errors import hubgate_error_handler
@@ -44,7 +46,7 @@ def build_worker(svc: Services) -> Worker:
     return Worker(svc.engine, syncer, lease_seconds=svc.settings.worker_lease_seconds)
 
 
-def create_app(settings: Settings, services: Services | None = None, *, run_worker: bool | None = None) -> FastAPI:
+def create_app(settings: Settings, services: Services | None = None, *, run_worker: bool | None = None) -> "HubgateApp":
     svc = services or build_services(settings)
     start_worker = settings.worker_in_process if run_worker is None else run_worker
 
@@ -59,28 +61,53 @@ def create_app(settings: Settings, services: Services | None = None, *, run_work
             if worker is not None:
                 worker.stop()
 
-    app = FastAPI(title="hubgate", version="0.1.0", docs_url="/registry/docs",
-                  openapi_url="/registry/openapi.json", lifespan=lifespan)
-    app.state.services = svc
-    app.add_exception_handler(HubgateError, hubgate_error_handler)
-    app.include_router(admin_router)
+    admin = FastAPI(title="hubgate", version="0.1.0", docs_url="/registry/docs",
+                    openapi_url="/registry/openapi.json", lifespan=lifespan)
+    admin.state.services = svc
+    admin.add_exception_handler(HubgateError, hubgate_error_handler)
+    admin.include_router(admin_router)
 
-    @app.get("/healthz", include_in_schema=False)
+    @admin.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.router.routes.extend([
-        Route("/api/whoami-v2", repos.whoami, methods=["GET"]),
-        Route("/api/agent-harnesses", repos.agent_harnesses, methods=["GET"]),
-        Route("/api/models", repos.list_repos, methods=["GET"]),
-        Route("/api/datasets", repos.list_repos, methods=["GET"]),
-        Route("/api/{repo_type:str}/{rest:path}", repos.repo_api, methods=["GET", "POST"]),
-        # Last: everything else may be /{repo}/resolve/{rev}/{path}.
-        Route("/{rest:path}", files.resolve_file, methods=["GET", "HEAD"]),
-    ])
-    return app
+    # The Hub routes are the hot paths (hundreds of GPU nodes HEAD the same files at once): plain
+    # Starlette, without FastAPI's per-request dependency and validation machinery.
+    hub = Starlette(
+        routes=[
+            Route("/api/whoami-v2", repos.whoami, methods=["GET"]),
+            Route("/api/agent-harnesses", repos.agent_harnesses, methods=["GET"]),
+            Route("/api/models", repos.list_repos, methods=["GET"]),
+            Route("/api/datasets", repos.list_repos, methods=["GET"]),
+            Route("/api/{repo_type:str}/{rest:path}", repos.repo_api, methods=["GET", "POST"]),
+        ],
+        exception_handlers={HubgateError: hubgate_error_handler},
+    )
+    hub.state.services = svc
+    return HubgateApp(hub, admin, svc)
 
 
-def app_from_env() -> FastAPI:
+class HubgateApp:
+    """The ASGI entry point: ``/registry/…`` and ``/healthz`` go to the admin app (FastAPI, which also
+    owns the lifespan and so the in-process worker); everything else to the Hub-compatible app."""
+
+    def __init__(self, hub: Starlette, admin: FastAPI, services: Services) -> None:
+        self.hub, self.admin, self.services = hub, admin, services
+        self.state = admin.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "lifespan" or path.startswith(_ADMIN_PATHS):
+            await self.admin(scope, receive, send)
+        elif scope["type"] == "http" and not path.startswith("/api/"):
+            await files.serve(self.services, scope, receive, send)  # /{repo}/resolve/{rev}/{path}
+        else:
+            await self.hub(scope, receive, send)
+
+
+_ADMIN_PATHS = ("/registry/", "/healthz")
+
+
+def app_from_env() -> "HubgateApp":
     """Factory for ``uvicorn --factory`` (multi-worker serve): each worker loads the settings once."""
     return create_app(load())

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.services import bearer, services
+from api.services import Services, bearer, services
 from registry import tokens
 from registry.audit import Actor
 
@@ -16,9 +16,9 @@ def _source(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def hub_reader(request: Request) -> Actor | None:
+async def hub_reader(request: Request, svc: Services | None = None) -> Actor | None:
     """For Hub routes: anonymous when allowed (an unknown token then counts as none), else a valid token."""
-    svc = services(request)
+    svc = svc or services(request)
     token = bearer(request)
     actor = await run_in_threadpool(svc.authenticate, token) if token else None
     if actor is None and not svc.settings.anonymous_read:

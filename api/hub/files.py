@@ -4,23 +4,38 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 from starlette.responses import JSONResponse, Response
 
 from api.auth import hub_reader
 from api.hub import wire
-from api.hub.paths import parse_resolve
+from api.hub.paths import parse_resolve_cached
 from api.hub.ranges import parse_range
 from api.hub.streaming import BlobResponse
-from api.services import services
+from api.errors import hubgate_error_handler
+from api.services import Services
+from registry.errors import HubgateError
 from registry.types import is_commit_sha
 
 
-async def resolve_file(request: Request) -> Response | BlobResponse:
-    target = parse_resolve(request.scope.get("raw_path") or request.url.path.encode())
+async def serve(svc: Services, scope: Scope, receive: Receive, send: Send) -> None:
+    """The resolve hot path as a bare ASGI call: no router walk, one error handler."""
+    request = Request(scope, receive)
+    try:
+        if scope["method"] not in ("GET", "HEAD"):
+            response: Response | BlobResponse = JSONResponse({"error": "Method not allowed"}, status_code=405)
+        else:
+            response = await resolve_file(request, svc)
+    except HubgateError as exc:
+        response = await hubgate_error_handler(request, exc)
+    await response(scope, receive, send)
+
+
+async def resolve_file(request: Request, svc: Services) -> Response | BlobResponse:
+    target = parse_resolve_cached(request.scope.get("raw_path") or request.url.path.encode())
     if target is None:
         return JSONResponse({"error": "Not found"}, status_code=404)
-    svc = services(request)
-    await hub_reader(request)
+    await hub_reader(request, svc)
     snapshot = await svc.snapshot(target.repo, target.revision)
     index = await svc.index(snapshot)
     entry = index.entry(target.path)

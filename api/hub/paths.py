@@ -67,6 +67,26 @@ def parse_resolve(raw_path: bytes) -> FileTarget | None:
     return None
 
 
+_PARSED: dict[bytes, FileTarget | None] = {}
+_PARSED_MAX = 8192
+
+
+def parse_resolve_cached(raw_path: bytes) -> FileTarget | None:
+    """``parse_resolve`` with a bounded memo: the same few URLs arrive from every GPU node.
+
+    Only successful parses are kept; an invalid URL raises each time (and is not worth caching).
+    """
+    hit = _PARSED.get(raw_path)
+    if hit is not None:
+        return hit
+    target = parse_resolve(raw_path)
+    if target is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[raw_path] = target
+    return target
+
+
 @dataclass(frozen=True, slots=True)
 class RepoCall:
     repo: RepoRef
