@@ -8,6 +8,7 @@ directly (an S3 multipart upload completed only after verification); otherwise i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -118,7 +119,18 @@ class BlobStore:
 
     def ingest_file(self, source: BinaryIO, *, size: int, sha256: str | None = None, git_oid: str | None = None,
                     what: str = "blob", chunk_size: int = 8 * 1024 * 1024) -> Digests:
-        """Copy ``source`` in, hashing as it goes. Raises DigestMismatchError on a mismatch."""
+        """Copy ``source`` in, hashing as it goes. Raises DigestMismatchError on a mismatch.
+
+        On a store that cannot move objects cheaply (S3: a move is a server-side copy) a seekable
+        source is hashed first, so the blob goes straight to its final key in one upload.
+        """
+        seekable = getattr(source, "seekable", None)
+        if sha256 is None and not self.driver.cheap_move and seekable is not None and seekable() and size > chunk_size:
+            h = hashlib.sha256()
+            while chunk := source.read(chunk_size):
+                h.update(chunk)
+            sha256 = h.hexdigest()
+            source.seek(0)
         with self.ingest(size=size, sha256=sha256, git_oid=git_oid, what=what) as w:
             while chunk := source.read(chunk_size):
                 w.write(chunk)

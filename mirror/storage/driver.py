@@ -29,6 +29,7 @@ class ObjectWriter(Protocol):
 
 class StorageDriver(Protocol):
     name: str
+    cheap_move: bool  # True when move() is a rename (local disk), False when it copies (S3)
 
     def stat(self, key: str) -> ObjectInfo | None: ...
 

@@ -81,6 +81,7 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalDriver:
     name = "local"
+    cheap_move = True
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()

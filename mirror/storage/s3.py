@@ -7,6 +7,7 @@ verified the digests) and aborted on ``cancel``, so unverified bytes never appea
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from mirror.settings import S3Settings
 from mirror.storage.driver import ObjectInfo
 
 _MIN_PART = 5 * 1024 * 1024
+_PARTS_IN_FLIGHT = 4
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -48,11 +50,14 @@ class _BodyReader:
 
 
 class _S3Writer:
+    """A multipart upload with up to ``_PARTS_IN_FLIGHT`` parts uploading at once (memory: that many parts)."""
+
     def __init__(self, driver: "S3Driver", key: str) -> None:
         self._d, self._key = driver, key
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -61,19 +66,26 @@ class _S3Writer:
         if len(self._buf) >= self._d.part_size:
             self._flush_part()
 
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        resp = self._d.client.upload_part(
+            Bucket=self._d.bucket, Key=self._d.key(self._key), UploadId=self._upload_id,
+            PartNumber=number, Body=body,
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
     def _flush_part(self) -> None:
-        c = self._d.client
         try:
             if self._upload_id is None:
-                self._upload_id = c.create_multipart_upload(Bucket=self._d.bucket, Key=self._d.key(self._key))["UploadId"]
-            number = len(self._parts) + 1
-            resp = c.upload_part(
-                Bucket=self._d.bucket, Key=self._d.key(self._key), UploadId=self._upload_id,
-                PartNumber=number, Body=bytes(self._buf),
-            )
+                self._upload_id = self._d.client.create_multipart_upload(
+                    Bucket=self._d.bucket, Key=self._d.key(self._key))["UploadId"]
+                self._pool = ThreadPoolExecutor(_PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
+            assert self._pool is not None
+            in_flight = [f for f in self._parts if not f.done()]
+            if len(in_flight) >= _PARTS_IN_FLIGHT:
+                in_flight[0].result()  # back-pressure: bounded memory
+            self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, bytes(self._buf)))
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 upload of {self._key} failed: {exc}") from exc
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
         self._buf.clear()
 
     def commit(self) -> None:
@@ -86,21 +98,30 @@ class _S3Writer:
                 return
             if self._buf:
                 self._flush_part()
-            c.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
-            )
+            parts = [f.result() for f in self._parts]
+            c.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=self._upload_id, MultipartUpload={"Parts": parts})
         except (ClientError, BotoCoreError) as exc:
             self._abort()
             raise StorageError(f"S3 upload of {self._key} failed: {exc}") from exc
+        except BaseException:
+            self._abort()
+            raise
         finally:
             self._buf = bytearray()
+            self._shutdown()
 
     def cancel(self) -> None:
         self._closed = True
         self._buf = bytearray()
         self._abort()
 
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
     def _abort(self) -> None:
+        self._shutdown()  # no part may land after the abort
         if self._upload_id is not None:
             try:
                 self._d.client.abort_multipart_upload(
@@ -113,6 +134,7 @@ class _S3Writer:
 
 class S3Driver:
     name = "s3"
+    cheap_move = False
 
     def __init__(self, settings: S3Settings) -> None:
         self.bucket = settings.bucket
