@@ -344,6 +344,8 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     svc = build_services(_settings(args))
     report = rebuild_index(svc.engine, svc.store, force=args.force, actor=_cli_actor())
     print(f"rebuilt {report.snapshots} snapshots and {report.refs} refs from the store ({report.skipped} skipped)")
+    for name in report.unavailable:
+        print(f"unavailable (blobs missing; repair with a re-import, a bundle or verify --repair)  {name}")
     return EXIT_OK
 
 

@@ -155,16 +155,34 @@ def export_requests(engine: Engine, *, instance: str) -> dict[str, Any]:
     }
 
 
+def _checked_requests(document: Any) -> list[tuple[dict[str, Any], RepoRef]]:
+    """Validate the whole file before anything is created: all of it imports, or none."""
+    if not isinstance(document, dict) or document.get("format") != REQUESTS_FORMAT:
+        raise InvalidInputError(f"Not a hubgate requests file (expected format {REQUESTS_FORMAT!r})")
+    items = document.get("requests")
+    if not isinstance(items, list):
+        raise InvalidInputError("Invalid requests file: 'requests' must be a list")
+    checked = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("repo_id"), str) or not isinstance(item.get("repo_type"), str):
+            raise InvalidInputError(f"Invalid requests file: entry {n} needs string 'repo_type' and 'repo_id'")
+        for key in ("allow_patterns", "ignore_patterns"):
+            value = item.get(key)
+            if value is not None and not (isinstance(value, list) and all(isinstance(p, str) for p in value)):
+                raise InvalidInputError(f"Invalid requests file: entry {n} {key} must be a list of strings")
+        validate_revision(str(item.get("revision") or "main"))
+        checked.append((item, RepoRef.parse(item["repo_type"], item["repo_id"])))
+    return checked
+
+
 def import_requests(
     engine: Engine, upstream: HubUpstream, settings: PolicySettings, document: dict[str, Any]
 ) -> list[MirrorRequest]:
     """Create (with findings) the requests a sealed side exported; ones already imported are skipped."""
-    if not isinstance(document, dict) or document.get("format") != REQUESTS_FORMAT:
-        raise InvalidInputError(f"Not a hubgate requests file (expected format {REQUESTS_FORMAT!r})")
+    items = _checked_requests(document)
     origin = str(document.get("instance") or "sealed")
     created = []
-    for item in document.get("requests") or []:
-        repo = RepoRef.parse(str(item["repo_type"]), str(item["repo_id"]))
+    for item, repo in items:
         requester = f"{origin}:{item.get('requester', 'unknown')}"
         marker = f"[{origin} request {item.get('id')}]"
         with Session(engine) as session:

@@ -7,7 +7,7 @@ the manifests, so the rebuilt catalog answers exactly as the lost one did.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -31,6 +31,7 @@ class RebuildReport:
     snapshots: int = 0
     refs: int = 0
     skipped: int = 0
+    unavailable: list[str] = field(default_factory=list)  # snapshots whose blobs are not all in the store
 
 
 def rebuild_index(engine: Engine, store: BlobStore, *, force: bool = False, actor: audit.Actor = audit.SYSTEM) -> RebuildReport:
@@ -68,5 +69,7 @@ def rebuild_index(engine: Engine, store: BlobStore, *, force: bool = False, acto
             except (ObjectNotFoundError, HubgateError) as exc:  # a dangling ref copy is skipped
                 log.warning("skipping ref %s: %s", key, exc)
                 report.skipped += 1
+        missing = {f.sha256 for m in manifests for f in m.files if not store.has(f.sha256)}
+        report.unavailable = snapshots.set_state_for_blobs(session, missing, "unavailable", actor=actor)
         audit.record(session, actor, "catalog.rebuild", "catalog", snapshots=report.snapshots, refs=report.refs)
     return report

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from registry.manifest import Manifest
+from mirror.errors import BlobNotFoundError
 from mirror.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,12 @@ def _read_small(store: BlobStore, manifest: Manifest, path: str) -> bytes | None
     entry = next((f for f in manifest.files if f.path == path), None)
     if entry is None or entry.size > _MAX_METADATA_FILE:
         return None
-    with store.open(entry.sha256) as f:
-        return f.read()
+    try:
+        with store.open(entry.sha256) as f:
+            return f.read()
+    except BlobNotFoundError:  # quarantined or lost: the snapshot is unavailable anyway; describe what is left
+        log.warning("%s@%s: %s is missing from the store", manifest.repo, manifest.commit, path)
+        return None
 
 
 def describe(store: BlobStore, manifest: Manifest) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from mirror import repoinfo
 from mirror.errors import ObjectNotFoundError
 from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
@@ -105,8 +106,9 @@ def restore_available(engine: Engine, store: BlobStore, *, actor: audit.Actor = 
     for repo, commit in candidates:
         manifest = store.get_manifest(repo, commit)
         if all(store.has(f.sha256) for f in manifest.files):
+            info = repoinfo.describe(store, manifest)  # what a missing README/config hid is back
             with session_scope(engine) as session:
-                snapshots.set_state(session, repo, commit, "available", actor=actor)
+                snapshots.set_state(session, repo, commit, "available", actor=actor, info=info)
             restored.append(f"{repo}@{commit}")
     return restored
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.errors import HubgateError
+from registry.errors import ConflictError, HubgateError
 from registry.manifest import Manifest
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -48,7 +48,7 @@ def public_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
 def generate_key(path: Path, *, overwrite: bool = False) -> ec.EllipticCurvePrivateKey:
     """Create an ECDSA P-256 key file readable by its owner only."""
     if path.exists() and not overwrite:
-        raise SignatureError(f"{path} exists; refusing to replace a signing key (use --force)")
+        raise ConflictError(f"{path} exists; refusing to replace a signing key (use --force)")
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)

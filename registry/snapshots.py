@@ -60,8 +60,9 @@ def publish(
                 f"{manifest.repo} commit {manifest.commit} is already published with different content"
             )
         if snap.state != "available":
-            # The caller has just checked every blob is back (a repair, or a bundle re-import).
-            snap.state = "available"
+            # The caller has just checked every blob is back (a repair, or a bundle re-import);
+            # the metadata read while blobs were missing is refreshed too.
+            snap.state, snap.info = "available", info
             session.add(snap)
     else:
         snap = Snapshot(
@@ -161,11 +162,17 @@ def set_state_for_blobs(session: Session, sha256s: set[str], state: str, *, acto
     return sorted(changed)
 
 
-def set_state(session: Session, repo: RepoRef, commit: str, state: str, *, actor: audit.Actor) -> None:
+def set_state(
+    session: Session, repo: RepoRef, commit: str, state: str, *, actor: audit.Actor, info: dict[str, Any] | None = None
+) -> None:
+    """Set a snapshot's state (and refresh its repo-info metadata when ``info`` is given)."""
     repo_row = existing_repo(session, repo)
     snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
     if snap is None:
         raise RevisionNotFoundError(f"Commit {commit} is not published in {repo.id}")
+    if info is not None:
+        snap.info = info
+        session.add(snap)
     if snap.state != state:
         snap.state = state
         session.add(snap)

@@ -20,7 +20,7 @@ from api.hub import wire
 from registry import catalog, gitobjects
 from registry.catalog import FileView, SnapshotView
 from registry.errors import EntryNotFoundError
-from registry.types import RepoRef, is_commit_sha
+from registry.types import RepoRef
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -127,7 +127,8 @@ class MetadataCache:
         """Blocking: resolve against the DB. Raises RepoNotFoundError / RevisionNotFoundError."""
         with Session(self._engine) as session:
             snap = catalog.resolve(session, repo, revision)
-        ttl = float("inf") if revision is not None and is_commit_sha(revision) else self._ref_ttl
+        # Even a commit's answer expires: the snapshot may be marked unavailable by a scrub or removed.
+        ttl = self._ref_ttl
         if ttl > 0:
             self._revisions.put((repo, revision), (snap, time.monotonic() + ttl))
         return snap

@@ -14,7 +14,8 @@ from api.hub.ranges import parse_range
 from api.hub.streaming import BlobResponse
 from api.errors import hubgate_error_handler
 from api.services import Services
-from registry.errors import HubgateError
+from mirror.errors import BlobCorruptError, BlobNotFoundError
+from registry.errors import HubgateError, SnapshotUnavailableError
 from registry.types import is_commit_sha
 
 
@@ -65,5 +66,11 @@ async def resolve_file(request: Request, svc: Services) -> Response | BlobRespon
         return BlobResponse(None, length=length, status=status, headers=headers)
     # Open before answering: a blob whose stored size disagrees with the manifest is refused
     # with a clear error instead of wrong bytes.
-    reader = await run_in_threadpool(svc.store.open_verified, entry.sha256, size=size, offset=start, length=length)
+    try:
+        reader = await run_in_threadpool(svc.store.open_verified, entry.sha256, size=size, offset=start, length=length)
+    except (BlobNotFoundError, BlobCorruptError) as exc:
+        raise SnapshotUnavailableError(
+            f"{snapshot.repo.id}@{snapshot.commit}: {target.path} is unavailable until an operator repairs it "
+            f"({exc.message})"
+        ) from exc
     return BlobResponse(reader, length=length, status=status, headers=headers)

@@ -131,16 +131,10 @@ def test_a_malformed_requests_file_is_refused_with_exit_2(
     assert _all(connected) == []
 
 
-_ITEM_BUG = pytest.mark.xfail(strict=True, reason=(
-    "hubgate bug: mirror/intake.py import_requests indexes item['repo_type'] / item['repo_id'] and iterates "
-    "document['requests'] without validating them: a malformed entry raises KeyError/TypeError, which "
-    "api/cli.py main() does not catch (a traceback instead of exit 2 and a message)"))
-
-
 @pytest.mark.parametrize("requests", [
-    pytest.param([{"id": 1, "repo_type": "model"}], id="missing-repo-id", marks=_ITEM_BUG),
-    pytest.param("acme/x", id="requests-not-a-list", marks=_ITEM_BUG),
-    pytest.param(["acme/x"], id="entry-not-an-object", marks=_ITEM_BUG),
+    pytest.param([{"id": 1, "repo_type": "model"}], id="missing-repo-id"),
+    pytest.param("acme/x", id="requests-not-a-list"),
+    pytest.param(["acme/x"], id="entry-not-an-object"),
     pytest.param([{"id": 1, "repo_type": "model", "repo_id": "../../etc"}], id="invalid-repo-id"),
     pytest.param([{"id": 1, "repo_type": "space", "repo_id": "acme/x"}], id="invalid-repo-type"),
 ])
@@ -156,9 +150,6 @@ def test_a_requests_file_with_a_malformed_entry_is_refused_with_exit_2(
     assert _all(connected) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hubgate bug: mirror/intake.py import_requests creates each request as it goes, so the valid entries "
-    "before a malformed one are imported although the file is refused (exit 2); validate every entry first"))
 def test_a_requests_file_with_one_malformed_entry_imports_none_of_it(
     sides: tuple[Instance, Instance], fake_hub: Any, tmp_path: Path
 ) -> None:

@@ -143,14 +143,8 @@ def test_rebuild_index_after_losing_the_database_answers_identically(make_instan
 
 @pytest.mark.integration
 @pytest.mark.parametrize("damaged", [
-    pytest.param("model.safetensors", marks=pytest.mark.xfail(strict=True, reason=(
-        "hubgate bug: mirror/rebuild.py publishes every manifest with the default state 'available' and never "
-        "checks that its blobs are in the store, so a snapshot `verify` made unavailable comes back available "
-        "(HEAD 200, GET 503 'Blob ... is missing'); fix: mark snapshots with missing blobs unavailable"))),
-    pytest.param("README.md", marks=pytest.mark.xfail(strict=True, reason=(
-        "hubgate bug: mirror/rebuild.py calls repoinfo.describe(store, m), which opens README.md/config.json; "
-        "a missing (quarantined) one raises BlobNotFoundError and the whole rebuild rolls back (exit 1, "
-        "empty catalog)"))),
+    "model.safetensors",
+    "README.md",
 ])
 def test_rebuild_index_keeps_a_snapshot_with_a_quarantined_blob_unavailable(
     make_instance, tmp_path: Path, damaged: str

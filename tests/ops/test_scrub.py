@@ -218,10 +218,6 @@ def test_verify_sample_and_rate_limit(make_instance, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=(
-    "hubgate bug: api/hub/cache.py MetadataCache.load_snapshot caches a commit-sha answer forever "
-    "(ttl=inf) including its state, so after `hubgate verify` in another process the running server still "
-    "answers HEAD by sha 200 and GET by sha 503 'Blob ... is missing' without naming the snapshot"))
 def test_a_snapshot_already_served_by_commit_is_refused_by_commit_after_the_scrub(
     make_instance, tmp_path: Path
 ) -> None:
