@@ -107,7 +107,8 @@ class Ctx:
         self.size = args.size_mib * MiB
         self.tmp = Path(tempfile.mkdtemp(prefix="hubgate-bench-", dir=args.tmp_dir))
         os.chmod(self.tmp, 0o755)  # nginx workers (not root) must traverse into the store
-        self.logs = self.tmp / "logs"
+        self.logs = args.output.parent / "serve_bench-logs"  # kept after the run (bench/results/ is git-ignored)
+        shutil.rmtree(self.logs, ignore_errors=True)
         self.src = self.tmp / "src"
         self.fl = ForeignLoad(threshold=args.quiet_cores, per_run_wait=args.quiet_run_wait,
                               budget=args.quiet_budget, retries=args.redo)
@@ -221,9 +222,18 @@ def check_resolve_head(ctx: Ctx, url: str, expect_status: int = 200) -> dict[str
 # ----------------------------------------------------------------- timed runs
 
 
+def check_alive(servers: list[Server]) -> None:
+    for srv in servers:
+        if not srv.alive():
+            code = srv.proc.returncode if srv.proc is not None else None
+            raise RuntimeError(f"{srv.name} (pid {srv.pid if srv.proc else '?'}) is not running any more (exit code "
+                               f"{code}); its log {srv.log_path} ends with:\n{srv.log_tail(1500)}")
+
+
 def timed_download(ctx: Ctx, url: str, servers: list[Server], rss_of: Server | None = None,
                    extra: tuple[str, ...] = ()) -> dict[str, Any]:
     def once() -> dict[str, Any]:
+        check_alive(servers)
         cpu0 = {s.name: s.cpu() for s in servers}
         c0, b0 = children_cpu(), sys_busy()
         sampler = RssSampler(rss_of.pid) if rss_of is not None else None
@@ -377,6 +387,7 @@ def hf_download(ctx: Ctx, hub: Server) -> dict[str, Any]:
     try:
         def once() -> dict[str, Any]:
             shutil.rmtree(cache, ignore_errors=True)
+            check_alive([hub])
             s0, b0 = hub.cpu(), sys_busy()
             cp = subprocess.run([PY, "-c", HF_SNIPPET, endpoint, REPO, FNAME, str(cache)], env=env,
                                 capture_output=True, text=True, timeout=ctx.dl_timeout * 3)
@@ -436,6 +447,7 @@ def bench_head(ctx: Ctx, hub: Server, url: str, headers: dict[str, str]) -> dict
             line = []
             for name, u, srv in targets:
                 def once(u: str = u, srv: Server = srv) -> dict[str, Any]:
+                    check_alive([srv])
                     s0, b0 = srv.cpu(), sys_busy()
                     r = hey(u, n=a.head_n, conns=a.head_conns, timeout=a.head_timeout)
                     r["box_cores"] = busy_cores(b0)
@@ -447,7 +459,9 @@ def bench_head(ctx: Ctx, hub: Server, url: str, headers: dict[str, str]) -> dict
                 if bad or r["errors"]:
                     ctx.note(f"HEAD {name}: non-200 answers {bad} errors {r['errors']}")
                 runs[name].append(r)
-                line.append(f"{name} {r['rps']:.0f} req/s (p99 {r['p99_ms']:.1f} ms)")
+                line.append(f"{name} {r['rps']:.0f} req/s (p99 {r['p99_ms'] or float('nan'):.1f} ms)")
+                if bad or r["errors"]:
+                    check_alive([srv])
             print(f"  round {i + 1}/{a.head_rounds}: " + ", ".join(line), flush=True)
     res: dict[str, Any] = {}
     for name, rs in runs.items():
@@ -573,6 +587,17 @@ def _pkg_version(name: str) -> str | None:
         return None
 
 
+def git_state() -> dict[str, Any]:
+    """The hubgate code measured: HEAD and whether the working tree differs from it (outside bench/)."""
+    def git(*args: str) -> str:
+        cp = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
+        return cp.stdout.rstrip("\n") if cp.returncode == 0 else ""
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()
+             if ln[3:] and not ln[3:].startswith("bench/")]
+    return {"head": git("rev-parse", "HEAD"), "head_subject": git("log", "-1", "--format=%s")[:120],
+            "dirty_files": dirty}
+
+
 def versions() -> dict[str, Any]:
     pk = {p: _pkg_version(p) for p in ("hubgate", "uvicorn", "uvloop", "httptools", "starlette", "fastapi",
                                        "huggingface_hub", "boto3", "moto", "psutil")}
@@ -659,12 +684,18 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
                  f"(uvloop+httptools); same headers: {hd['same_headers']}")
         L.append(f"  {'server':{w}s} {'req/s':>22s}   p50 ms   p99 ms  srv cores")
         for name, d in hd["results"].items():
-            L.append(f"  {name:{w}s} {fmt_range(d):>22s}   {d['p50_ms']:6.2f}   {d['p99_ms']:6.2f}  "
+            L.append(f"  {name:{w}s} {fmt_range(d):>22s}   {d['p50_ms'] or float('nan'):6.2f}   "
+                     f"{d['p99_ms'] or float('nan'):6.2f}  "
                      f"{(d['server_cores'] or 0):9.2f}")
         for k, r in hd["ratios"].items():
             L.append(f"  ratio {k:{w - 6}s} {fmt_ratio(r)}")
     fl = res["foreign_load"]
+    g0, g1 = res.get("git_start", {}), res.get("git_end", {})
     L.append("")
+    L.append(f"hubgate code: {g0.get('head', '?')[:10]} {g0.get('head_subject', '')[:60]!r}"
+             + (f", uncommitted changes in {len(g0['dirty_files'])} files" if g0.get("dirty_files") else ", clean tree")
+             + ("" if g1.get("head") == g0.get("head") and g1.get("dirty_files") == g0.get("dirty_files")
+                else f"; CHANGED during the run (now {g1.get('head', '?')[:10]}, {len(g1.get('dirty_files', []))} dirty)"))
     fc = fl["per_run_cores"]
     L.append(f"Foreign load (processes outside this benchmark) during timed runs: median {fc.get('median', 0):.2f}, "
              f"max {fc.get('max', 0):.2f} cores over {fc.get('n', 0)} runs; initial wait {fl['initial']['waited_s']}s "
@@ -715,7 +746,8 @@ def main() -> int:
     ctx = Ctx(a)
     res: dict[str, Any] = {"benchmark": "serve_bench", "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-                           "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions()}
+                           "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": versions(),
+                           "git_start": git_state()}
     fl_info: dict[str, Any] = {"loadavg_start": loadavg(), "threshold_cores": a.quiet_cores}
     rc = 0
     try:
@@ -738,12 +770,19 @@ def main() -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         rc = 130
+    except Exception as exc:  # noqa: BLE001 - keep what was measured, say what broke
+        import traceback
+        traceback.print_exc()
+        ctx.note(f"run aborted: {exc!r}"[:3000])
+        res["error"] = repr(exc)[-3000:]
+        rc = 1
     finally:
         stop_all()
         fl_info.update({"loadavg_end": loadavg(), "per_run_cores": summarize(ctx.fl.readings),
                         "waited_s": round(ctx.fl.waited_s, 1), "gave_up": ctx.fl.gave_up,
                         "redone": ctx.fl.redone, "disturbed_kept": ctx.fl.disturbed_kept})
         res["foreign_load"] = fl_info
+        res["git_end"] = git_state()
         res["notes"] = ctx.notes
         if a.keep_tmp:
             print(f"[kept {ctx.tmp}]")
@@ -752,7 +791,10 @@ def main() -> int:
     if rc == 130:
         return rc
     fl_info.setdefault("initial", {"waited_s": 0, "quiet": None, "last_cores": None})
-    lines = summary_lines(res)
+    try:
+        lines = summary_lines(res)
+    except Exception as exc:  # noqa: BLE001 - a partial run: the JSON still has everything
+        lines = [f"(no summary table: {exc!r}; see the JSON)", *[f"NOTE: {n}" for n in ctx.notes]]
     res["summary"] = lines
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(res, indent=2, default=str))
