@@ -72,7 +72,8 @@ class Syncer:
         """``upstream`` may be a factory, asked again at the start of every job (a new token takes effect)."""
         self.engine, self.store = engine, store
         self._upstream_factory = upstream if callable(upstream) and not isinstance(upstream, HubUpstream) else None
-        self.upstream: HubUpstream = upstream if isinstance(upstream, HubUpstream) else upstream()
+        # With a factory the client is asked for per job: a sealed side (no upstream) still starts its worker.
+        self.upstream: HubUpstream = upstream if isinstance(upstream, HubUpstream) else None  # type: ignore[assignment]
         self.options = options or SyncOptions()
         self.signer, self.instance = signer, instance
 

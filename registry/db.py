@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import fcntl
 from pathlib import Path
 
 from alembic import command
@@ -37,9 +38,23 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (creates it on an empty database)."""
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "head")
+    """Bring the schema to the newest migration (creates it on an empty database).
+
+    On SQLite a file lock beside the database serialises processes starting at once
+    (PostgreSQL migrations run inside one transaction each).
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+        return
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with engine.begin() as connection:
+                command.upgrade(_alembic_config(connection), "head")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def make_engine(settings: DatabaseSettings, *, migrate: bool = True) -> Engine:
