@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from registry.errors import InvalidInputError
 from registry.gitobjects import GitFile, blob_oid, lfs_pointer
-from registry.types import RepoRef, RepoType, validate_commit, validate_path, validate_repo_id, validate_sha256
+from registry.types import CommitStr, PathStr, RepoIdStr, RepoRef, RepoType, Sha256Str
 
 SCHEMA = "hubgate.snapshot/1"
 
@@ -24,26 +24,11 @@ SCHEMA = "hubgate.snapshot/1"
 class ManifestEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    path: str
+    path: PathStr
     size: int
-    sha256: str
-    git_oid: str  # git blob id of the content itself (the Hub's ETag for regular files)
+    sha256: Sha256Str
+    git_oid: CommitStr  # git blob id of the content (the Hub's ETag for regular files): 40 hex, like a commit
     lfs: bool
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return validate_path(v)
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, v: str) -> str:
-        return validate_sha256(v)
-
-    @field_validator("git_oid")
-    @classmethod
-    def _git_oid(cls, v: str) -> str:
-        return validate_commit(v)  # same grammar: 40 lowercase hex
 
     @field_validator("size")
     @classmethod
@@ -72,21 +57,11 @@ class Manifest(BaseModel):
 
     schema_: str = SCHEMA
     repo_type: RepoType
-    repo_id: str
-    commit: str
+    repo_id: RepoIdStr
+    commit: CommitStr
     created_at: str
     source: dict[str, Any] = {}
     files: tuple[ManifestEntry, ...]
-
-    @field_validator("repo_id")
-    @classmethod
-    def _repo_id(cls, v: str) -> str:
-        return validate_repo_id(v)
-
-    @field_validator("commit")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        return validate_commit(v)
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> "Manifest":

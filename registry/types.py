@@ -11,6 +11,9 @@ import enum
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from registry.errors import InvalidInputError
 
@@ -123,3 +126,10 @@ def validate_path(path: str) -> str:
         if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
             raise InvalidInputError(f"Invalid path {path!r}: a segment is longer than {MAX_SEGMENT_BYTES} bytes")
     return path
+
+
+# Pydantic field types for documents (manifests, bundle indexes) that carry these values.
+RepoIdStr = Annotated[str, AfterValidator(validate_repo_id)]
+CommitStr = Annotated[str, AfterValidator(validate_commit)]
+Sha256Str = Annotated[str, AfterValidator(validate_sha256)]
+PathStr = Annotated[str, AfterValidator(validate_path)]

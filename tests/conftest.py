@@ -15,6 +15,7 @@ build in the run's shared temp folder); servers are per worker.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +143,37 @@ def hubgate_s3_redirect(tmp_path_factory: pytest.TempPathFactory, fixture_repos:
 def hubgate_s3_proxy(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[FixtureRepo],
                      moto_s3: str) -> Iterator[HubgateServer]:
     yield from _serve("s3-proxy", tmp_path_factory, fixture_repos, moto_s3)
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_hf_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The in-process HF client: no token, no telemetry, and a cache in tmp even if a call forgets cache_dir."""
+    import huggingface_hub.constants as c
+
+    home = tmp_path_factory.mktemp("hf-home")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(c, "HF_HUB_DISABLE_TELEMETRY", True)
+    mp.setattr(c, "HF_TOKEN_PATH", str(home / "token"))
+    mp.setattr(c, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    mp.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        mp.delenv(var, raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to resolve a non-loopback name (the real Hub) fails the call at once."""
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in LOOPBACK:
+            raise socket.gaierror(socket.EAI_NONAME, f"tests stay on 127.0.0.1, not {name}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)

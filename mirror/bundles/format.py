@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mirror.signing import SignatureError, Signer, key_id, load_public_key, pae
 from registry.errors import HubgateError, InvalidInputError
 from registry.refs import RefName, parse_ref
-from registry.types import RepoRef, RepoType, validate_commit, validate_repo_id, validate_sha256
+from registry.types import CommitStr, RepoIdStr, RepoRef, RepoType, Sha256Str, validate_commit, validate_repo_id, validate_sha256
 
 FORMAT = "hubgate.bundle"
 VERSION = 1
@@ -122,36 +122,16 @@ class _Frozen(BaseModel):
 class MemberEntry(_Frozen):
     path: str
     size: int = Field(ge=0)
-    sha256: str
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, v: str) -> str:
-        return validate_sha256(v)
+    sha256: Sha256Str
 
 
 class SnapshotKey(_Frozen):
     """One published snapshot, as bundles and watermarks name it."""
 
     repo_type: RepoType
-    repo_id: str
-    commit: str
-    manifest_sha256: str
-
-    @field_validator("repo_id")
-    @classmethod
-    def _repo_id(cls, v: str) -> str:
-        return validate_repo_id(v)
-
-    @field_validator("commit")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        return validate_commit(v)
-
-    @field_validator("manifest_sha256")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        return validate_sha256(v)
+    repo_id: RepoIdStr
+    commit: CommitStr
+    manifest_sha256: Sha256Str
 
     @property
     def repo(self) -> RepoRef:
@@ -279,12 +259,7 @@ class Index(_Frozen):
 class VolumeEntry(_Frozen):
     name: str
     size: int = Field(gt=0)
-    sha256: str
-
-    @field_validator("sha256")
-    @classmethod
-    def _sha256(cls, v: str) -> str:
-        return validate_sha256(v)
+    sha256: Sha256Str
 
 
 class VolumeList(_Frozen):

@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -31,7 +30,6 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 S3_KEYS = {"HUBGATE_S3_ACCESS_KEY_ID": "testing", "HUBGATE_S3_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -39,33 +37,6 @@ S3_KEYS = {"HUBGATE_S3_ACCESS_KEY_ID": "testing", "HUBGATE_S3_SECRET_ACCESS_KEY"
 # isolation
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_hf_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    import huggingface_hub.constants as c
-
-    home = tmp_path_factory.mktemp("ops-hf-home")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(c, "HF_HUB_DISABLE_TELEMETRY", True)
-    mp.setattr(c, "HF_TOKEN_PATH", str(home / "token"))
-    mp.setattr(c, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-    mp.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        mp.delenv(var, raising=False)
-    yield
-    mp.undo()
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = socket.getaddrinfo
-
-    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
-        name = host.decode() if isinstance(host, bytes) else host
-        if name is not None and name not in LOOPBACK:
-            raise socket.gaierror(socket.EAI_NONAME, f"ops tests stay on 127.0.0.1, not {name}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
 
 
 @pytest.fixture(autouse=True)
