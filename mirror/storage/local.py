@@ -33,6 +33,14 @@ class _LimitedReader(io.RawIOBase):
         self._remaining -= len(data)
         return data
 
+    def fileno(self) -> int:
+        """The open blob file, so a server can map it instead of copying it through reads."""
+        return self._f.fileno()
+
+    def tell(self) -> int:
+        """The file offset the next read starts at (the start of the requested range)."""
+        return self._f.tell()
+
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
         data = self.read(len(buffer))
         buffer[: len(data)] = data

@@ -1,0 +1,128 @@
+"""BlobResponse at the ASGI level: what it sends for a mapped file, a plain stream, a short blob."""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from api.hub.streaming import BlobResponse
+from mirror.storage.local import LocalDriver
+
+PAGE = mmap.PAGESIZE
+
+
+class _Client:
+    """Collects what a server would write; can hang up after some body messages."""
+
+    def __init__(self, hang_up_after: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.bodies: list[bytes] = []
+        self._hang_up_after = hang_up_after
+        self._gone = anyio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["type"] == "http.response.body":
+            self.bodies.append(bytes(message["body"]))  # a server copies before the view is released
+            if self._hang_up_after is not None and len(self.bodies) >= self._hang_up_after:
+                self._gone.set()
+            await anyio.sleep(0)  # let the disconnect watcher run, as a real server's drain would
+
+
+def _serve(response: BlobResponse, method: str = "GET", client: _Client | None = None) -> _Client:
+    client = client or _Client()
+    anyio.run(response, {"type": "http", "method": method}, client.receive, client.send)
+    return client
+
+
+@pytest.fixture
+def blob(tmp_path: Path) -> tuple[LocalDriver, bytes]:
+    data = os.urandom(5 * PAGE + 123)
+    driver = LocalDriver(tmp_path)
+    driver.put_bytes("blobs/x", data)
+    return driver, data
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "chunk"),
+    [
+        (0, 5 * PAGE + 123, 8 * 1024 * 1024),  # one window
+        (0, 5 * PAGE + 123, PAGE),  # page-aligned windows, short last one
+        (1, 5 * PAGE + 122, 2 * PAGE + 7),  # unaligned start and window size
+        (3 * PAGE - 1, 2, 1024),  # a range across a page boundary
+        (5 * PAGE + 122, 1, PAGE),  # the last byte
+    ],
+)
+def test_a_mapped_range_sends_exactly_its_bytes(blob: tuple[LocalDriver, bytes], offset: int, length: int, chunk: int) -> None:
+    driver, data = blob
+    reader = driver.open("blobs/x", offset, length)
+    client = _serve(BlobResponse(reader, length=length, status=206, headers=[], chunk_size=chunk))
+    assert client.messages[0]["status"] == 206
+    assert (b"content-length", str(length).encode()) in client.messages[0]["headers"]
+    assert b"".join(client.bodies) == data[offset : offset + length]
+    assert len(client.bodies) == -(-length // chunk)  # windows of the chunk size, no empty tail
+    assert [m["more_body"] for m in client.messages[1:]] == [True] * (len(client.bodies) - 1) + [False]
+    assert reader.closed
+
+
+def test_a_blob_shorter_than_the_range_is_refused_before_any_byte(blob: tuple[LocalDriver, bytes], tmp_path: Path) -> None:
+    driver, data = blob
+    reader = driver.open("blobs/x", 0, len(data))
+    os.truncate(tmp_path / "blobs/x", len(data) - 1)  # damaged after the size check
+    client = _Client()
+    with pytest.raises(OSError, match="shorter"):
+        _serve(BlobResponse(reader, length=len(data), status=200, headers=[]), client=client)
+    assert client.bodies == []  # the server aborts the connection: no short body that looks complete
+    assert reader.closed
+
+
+def test_a_client_that_hangs_up_stops_the_windows(blob: tuple[LocalDriver, bytes]) -> None:
+    driver, data = blob
+    reader = driver.open("blobs/x")
+    client = _Client(hang_up_after=2)
+    _serve(BlobResponse(reader, length=len(data), status=200, headers=[], chunk_size=PAGE), client=client)
+    assert len(client.bodies) == 2
+    assert reader.closed
+
+
+def test_head_sends_headers_only(blob: tuple[LocalDriver, bytes]) -> None:
+    driver, data = blob
+    client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[]), method="HEAD")
+    assert client.bodies == [b""]
+
+
+class _Stream(io.RawIOBase):
+    """A reader without a file behind it, like an S3 body."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+def test_a_reader_without_a_file_is_streamed_in_chunks() -> None:
+    data = os.urandom(10_000)
+    client = _serve(BlobResponse(_Stream(data), length=len(data), status=200, headers=[], chunk_size=4096))
+    assert [len(b) for b in client.bodies] == [4096, 4096, 1808]
+    assert b"".join(client.bodies) == data
+
+
+def test_a_stream_that_ends_early_aborts() -> None:
+    client = _Client()
+    with pytest.raises(OSError, match="early"):
+        _serve(BlobResponse(_Stream(b"abc"), length=10, status=200, headers=[], chunk_size=4), client=client)
+    assert b"".join(client.bodies) == b"abc"
