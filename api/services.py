@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.hub.cache import CommitIndex, MetadataCache
+from api.hub.singleflight import SingleFlight
 from api.settings import Settings
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
@@ -36,18 +36,20 @@ class Services:
     _upstream_token: str | None = None
     _tokens: dict[str, tuple[Actor | None, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _snapshot_loads: SingleFlight[SnapshotView] = field(default_factory=SingleFlight)
+    _index_loads: SingleFlight[CommitIndex] = field(default_factory=SingleFlight)
 
     # -- catalog, cached
     async def snapshot(self, repo: RepoRef, revision: str | None) -> SnapshotView:
         snap = self.cache.cached_snapshot(repo, revision)
         if snap is None:
-            snap = await run_in_threadpool(self.cache.load_snapshot, repo, revision)
+            snap = await self._snapshot_loads.run((repo, revision), lambda: self.cache.load_snapshot(repo, revision))
         return snap
 
     async def index(self, snapshot: SnapshotView) -> CommitIndex:
         index = self.cache.cached_index(snapshot.repo, snapshot.commit)
         if index is None:
-            index = await run_in_threadpool(self.cache.load_index, snapshot)
+            index = await self._index_loads.run((snapshot.repo, snapshot.commit), lambda: self.cache.load_index(snapshot))
         return index
 
     def base_url(self, request: Request) -> str:
