@@ -273,6 +273,23 @@ def busiest(n: int = 3) -> str:
 
 _RUNNING: list["Server"] = []
 
+# CPU pinning (``pin_cpus``): every Server under ``taskset -c SERVER``, every curl under ``taskset -c CLIENT``.
+_PIN: dict[str, list[str]] = {"server": [], "client": []}
+
+
+def pin_cpus(server_cpu: int, client_cpu: int) -> None:
+    """Run servers and curl on fixed, different CPUs: fewer scheduler effects, less spread between runs.
+
+    On a 2-core box an unpinned server and client sometimes share a core and sometimes not, which
+    makes single runs bimodal. Pinning measures every server the same way; it is not how a
+    production box runs, so unpinned runs stay the default.
+    """
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("--pin needs taskset (util-linux)")
+    _PIN["server"] = [taskset, "-c", str(server_cpu)]
+    _PIN["client"] = [taskset, "-c", str(client_cpu)]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -312,7 +329,7 @@ class Server:
     def start(self) -> "Server":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*_PIN["server"], *self.argv], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=self.env, cwd=self.cwd, start_new_session=True)
         _RUNNING.append(self)
         try:
@@ -389,7 +406,7 @@ CURL_FMT = "%{http_code} %{size_download} %{time_total} %{time_starttransfer}"
 
 
 def curl_once(url: str, *, timeout: float, out: str = "/dev/null", extra: Sequence[str] = ()) -> dict[str, Any]:
-    argv = ["curl", "-sS", "--noproxy", "*", "-o", out, "-w", CURL_FMT, "--max-time", str(int(timeout)), *extra, url]
+    argv = [*_PIN["client"], "curl", "-sS", "--noproxy", "*", "-o", out, "-w", CURL_FMT, "--max-time", str(int(timeout)), *extra, url]
     cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15)
     if cp.returncode != 0:
         raise RuntimeError(f"curl failed rc={cp.returncode}: {cp.stderr.strip()} ({url})")

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import (HOST, MiB, ForeignLoad, RssSampler, Server, busy_cores, children_cpu, curl_head,  # noqa: E402
                       curl_once, curl_sha256, free_port, hey, install_cleanup, loadavg, med, raw_read, stop_all,
-                      summarize, sys_busy, tool_version)
+                      pin_cpus, summarize, sys_busy, tool_version)
 
 VENV_BIN = Path(sys.executable).parent
 PY = sys.executable
@@ -630,7 +630,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     L: list[str] = []
     w = 44
     L.append(f"hubgate serve benchmark — {a['size_mib']} MiB file, {a['runs']} runs each (+1 warm-up), "
-             f"curl -o /dev/null, 127.0.0.1, median (min–max); MB = 10^6 bytes")
+             f"curl -o /dev/null, 127.0.0.1, median (min–max); MB = 10^6 bytes"
+             + ("; servers pinned to CPU 0, curl to CPU 1" if a.get("pin") else ""))
     loc = res.get("local")
     if loc:
         L.append("")
@@ -729,6 +730,9 @@ def main() -> int:
                     help="wait at most this long (s) for quiet before one timed run (within the budget)")
     ap.add_argument("--redo", type=int, default=2,
                     help="redo a timed run that other processes disturbed (> --quiet-cores) up to this many times")
+    ap.add_argument("--pin", action="store_true",
+                    help="run every server on CPU 0 and curl on CPU 1 (taskset): less spread between runs; "
+                         "hey and hf_hub_download stay unpinned")
     ap.add_argument("--tmp-dir", default=None, help="where the temp folder goes (default: the system's)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp folder (file, stores, server logs)")
     ap.add_argument("--output", type=Path, default=RESULTS)
@@ -743,6 +747,8 @@ def main() -> int:
         sys.exit("curl is required")
 
     install_cleanup()
+    if a.pin:
+        pin_cpus(0, 1)
     ctx = Ctx(a)
     res: dict[str, Any] = {"benchmark": "serve_bench", "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
