@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from huggingface_hub import hf_hub_download
 
-from helpers.content import git_blob_sha1, sha256
-from helpers.hubgate import HubgateServer
+from helpers.content import fixture_repo, git_blob_sha1, hub_etag, sha256, write_tree
+from helpers.hubgate import HubgateServer, start_hubgate
 
 pytestmark = pytest.mark.integration
 
@@ -278,3 +281,25 @@ def test_malformed_requests_are_400_or_404(hub: HubgateServer, raw_path: str) ->
             assert isinstance(json.loads(body), dict)  # a JSON error, not content
     # the server is still fine
     assert httpx.get(f"{hub.base_url}/acme/tiny/resolve/main/config.json").status_code == 200
+
+
+def test_a_file_larger_than_one_send_window(tmp_path: Path) -> None:
+    """Local store: a blob is sent in 8 MiB windows of a memory map; ranges that start mid-page,
+    cross a window boundary or end the file come back byte-exact, and hf_hub_download agrees."""
+    window = 8 * 1024 * 1024
+    data = random.Random(7).randbytes(2 * window + 12_345)
+    repo = fixture_repo("big", "model", "acme/big", write_tree(tmp_path / "big", {"model.safetensors": data}))
+    server = start_hubgate("local", tmp_path / "data", [repo], cli_repos=("big",))
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=60) as client:
+            url = "/acme/big/resolve/main/model.safetensors"
+            whole = client.get(url)
+            assert whole.status_code == 200 and whole.content == data
+            for start, end in [(window - 5, window + 5), (4097, 2 * window + 1), (3, len(data) - 1), (2 * window, len(data) - 1)]:
+                r = client.get(url, headers={"Range": f"bytes={start}-{end}"})
+                assert r.status_code == 206 and r.content == data[start:end + 1], (start, end)
+        local = hf_hub_download("acme/big", "model.safetensors", cache_dir=tmp_path / "cache", endpoint=server.base_url)
+        assert Path(local).read_bytes() == data
+        assert Path(local).resolve().name == hub_etag("model.safetensors", data)
+    finally:
+        server.stop()
