@@ -1,15 +1,11 @@
 """An ASGI response that sends a byte range of a blob without copying it through Python.
 
-A blob on the local disk is memory-mapped and handed to the server in 8 MiB windows: the kernel
-copies each one from the page cache straight into the socket, which saves the read copy that a
-read-then-write loop pays (nginx without sendfile pays it too). Before a window goes to the event
-loop, a threadpool thread faults its pages in, so a cold file waits on the disk in a thread and
-never on the loop; the next window gets a readahead hint meanwhile. Windows already sent are
-dropped from the mapping, so the process maps about two windows whatever the file size.
-
-Mapping is safe here because blobs are immutable: the store only ever replaces or removes a blob
-file (rename, unlink), never truncates one in place, and a mapping outlives both. A blob whose
-size on disk cannot hold the requested range is refused before the first byte.
+A blob on the local disk is sent in memory-mapped 8 MiB windows (api/hub/mapped.py): the kernel
+copies each one from the page cache straight into the socket, which saves the read copy a
+read-then-write loop pays. A window whose pages are all in memory goes to the server at once; a
+cold one is first faulted in by a threadpool thread (the disk is never waited on from the event
+loop), with a readahead hint for the next. Each window is unmapped once sent, so memory does not
+grow with the file.
 
 Readers that are not plain files (S3 proxy mode) are streamed in 8 MiB reads from the threadpool,
 the best safe Python variant measured in shared/research/perf-baselines.md §3. A client that goes
@@ -19,15 +15,15 @@ away stops both loops.
 from __future__ import annotations
 
 import io
-import mmap
 import os
 from typing import BinaryIO
 
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from api.hub.mapped import MappedWindow
+
 CHUNK_SIZE = 8 * 1024 * 1024
-_PAGE = mmap.PAGESIZE
 
 
 class BlobResponse:
@@ -81,29 +77,19 @@ class BlobResponse:
             raise
 
     async def _send_mapped(self, send: Send, fd: int, offset: int) -> None:
-        end = offset + self._length
-        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        view = memoryview(mm)
-        try:
-            pos, sent_before = offset, None
-            while pos < end:
-                stop = min(pos + self._chunk, end)
-                window = view[pos:stop]
-                await anyio.to_thread.run_sync(_fault_in, window)
-                if stop < end:
-                    _advise(mm, mmap.MADV_WILLNEED, stop, min(stop + self._chunk, end))
-                await send({"type": "http.response.body", "body": window, "more_body": stop < end})
-                window.release()  # the server keeps its own view of what it still has to write
-                if sent_before is not None:
-                    # The server may still hold the window just sent; the one before is done.
-                    _advise(mm, mmap.MADV_DONTNEED, *sent_before)
-                sent_before, pos = (pos, stop), stop
-        finally:
-            view.release()
+        end, pos = offset + self._length, offset
+        while pos < end:
+            stop = min(pos + self._chunk, end)
+            window = MappedWindow(fd, pos, stop)
             try:
-                mm.close()
-            except BufferError:
-                pass  # the server still holds a window (client gone mid-write): freed with it
+                if not window.resident():
+                    await anyio.to_thread.run_sync(window.fault_in)  # the disk is waited on here, not on the loop
+                    if stop < end:  # a cold file: let the kernel read the next window meanwhile
+                        os.posix_fadvise(fd, stop, min(self._chunk, end - stop), os.POSIX_FADV_WILLNEED)
+                await send({"type": "http.response.body", "body": window.view, "more_body": stop < end})
+            finally:
+                window.close()
+            pos = stop
 
     async def _stream(self, send: Send) -> None:
         assert self._reader is not None
@@ -123,13 +109,3 @@ def _file_position(reader: BinaryIO | None) -> tuple[int, int] | None:
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
     return fd, offset
-
-
-def _fault_in(window: memoryview) -> None:
-    """Touch one byte per page so the pages are in memory and mapped (blocks on a cold disk)."""
-    bytes(window[::_PAGE])
-
-
-def _advise(mm: mmap.mmap, advice: int, start: int, stop: int) -> None:
-    aligned = start - start % mmap.ALLOCATIONGRANULARITY
-    mm.madvise(advice, aligned, stop - aligned)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import mmap
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from api.hub.mapped import MappedWindow
 from api.hub.streaming import BlobResponse
 from mirror.storage.local import LocalDriver
 
@@ -126,3 +128,42 @@ def test_a_stream_that_ends_early_aborts() -> None:
     with pytest.raises(OSError, match="early"):
         _serve(BlobResponse(_Stream(b"abc"), length=10, status=200, headers=[], chunk_size=4), client=client)
     assert b"".join(client.bodies) == b"abc"
+
+
+def test_a_window_maps_exactly_its_bytes_and_knows_when_they_are_in_memory(blob: tuple[LocalDriver, bytes], tmp_path: Path) -> None:
+    _, data = blob
+    with open(tmp_path / "blobs/x", "rb") as f:
+        window = MappedWindow(f.fileno(), PAGE + 5, 4 * PAGE + 9)  # an unaligned start
+        assert bytes(window.view) == data[PAGE + 5 : 4 * PAGE + 9]
+        assert window.view.readonly
+        window.fault_in()
+        assert window.resident()  # just touched: every page is in memory
+        window.close()
+        with pytest.raises(ValueError):
+            bytes(window.view)  # released: nobody reads an unmapped window through it
+
+
+def test_closing_a_window_the_server_still_holds_keeps_its_bytes_valid(blob: tuple[LocalDriver, bytes], tmp_path: Path) -> None:
+    _, data = blob
+    with open(tmp_path / "blobs/x", "rb") as f:
+        window = MappedWindow(f.fileno(), 0, 2 * PAGE)
+        held = memoryview(window.view).cast("b")  # what uvloop keeps of a write it has not finished
+        window.close()  # must not unmap under the server's feet
+        assert held.tobytes() == data[: 2 * PAGE]
+
+
+def test_cold_windows_are_faulted_in_off_the_event_loop(blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, data = blob
+    loop_thread = threading.get_ident()
+    faulted_in: list[int] = []
+    real_fault_in = MappedWindow.fault_in
+
+    def fault_in(self: MappedWindow) -> None:
+        faulted_in.append(threading.get_ident())
+        real_fault_in(self)
+
+    monkeypatch.setattr(MappedWindow, "resident", lambda self: False)  # as if the file were on a cold disk
+    monkeypatch.setattr(MappedWindow, "fault_in", fault_in)
+    client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
+    assert b"".join(client.bodies) == data
+    assert len(faulted_in) == 3 and loop_thread not in faulted_in
