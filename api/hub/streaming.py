@@ -15,6 +15,7 @@ away stops both loops.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from typing import BinaryIO
 
@@ -24,6 +25,8 @@ from starlette.types import Receive, Scope, Send
 from api.hub.mapped import MappedWindow
 
 CHUNK_SIZE = 8 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class BlobResponse:
@@ -80,7 +83,14 @@ class BlobResponse:
         end, pos = offset + self._length, offset
         while pos < end:
             stop = min(pos + self._chunk, end)
-            window = MappedWindow(fd, pos, stop)
+            try:
+                window = MappedWindow(fd, pos, stop)
+            except OSError as exc:
+                if pos != offset:
+                    raise
+                log.warning("cannot memory-map a blob file (%s): sending it with plain reads", exc)
+                await self._stream(send)  # a file system without mmap (some FUSE mounts): plain reads
+                return
             try:
                 if not window.resident():
                     await anyio.to_thread.run_sync(window.fault_in)  # the disk is waited on here, not on the loop

@@ -167,3 +167,16 @@ def test_cold_windows_are_faulted_in_off_the_event_loop(blob: tuple[LocalDriver,
     client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
     assert b"".join(client.bodies) == data
     assert len(faulted_in) == 3 and loop_thread not in faulted_in
+
+
+def test_a_file_system_that_cannot_map_gets_plain_reads(blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    driver, data = blob
+
+    def no_mmap(self: MappedWindow, fd: int, start: int, stop: int) -> None:
+        raise OSError(19, "No such device")  # what mmap says on a FUSE mount with direct_io
+
+    monkeypatch.setattr(MappedWindow, "__init__", no_mmap)
+    client = _serve(BlobResponse(driver.open("blobs/x", 100), length=len(data) - 100, status=206, headers=[], chunk_size=2 * PAGE))
+    assert b"".join(client.bodies) == data[100:]
+    assert "plain reads" in caplog.text
