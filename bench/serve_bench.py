@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -295,6 +296,24 @@ def rss_summary(runs: list[dict[str, Any]], idle_rss: int) -> dict[str, Any]:
 # ----------------------------------------------------------------- 1. local store vs nginx (+ 3. RSS, 4. HEAD)
 
 
+def interleaved_rounds(ctx: Ctx, targets: list[tuple[str, str, list[Server], Server | None]],
+                       extra: tuple[str, Callable[[], dict[str, Any]]] | None = None,
+                       ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """One warm-up download per target (not in the stats; it counts for RSS), then ``runs`` rounds
+    of every target in turn (plus ``extra`` last), so that drift hits all alike."""
+    warm = {name: timed_download(ctx, u, srvs, rss_of) for name, u, srvs, rss_of in targets}
+    runs: dict[str, list[dict[str, Any]]] = {t[0]: [] for t in targets}
+    for i in range(ctx.args.runs):
+        for name, u, srvs, rss_of in targets:
+            runs[name].append(timed_download(ctx, u, srvs, rss_of))
+        if extra is not None:
+            runs.setdefault(extra[0], []).append(extra[1]())
+        line = ", ".join(f"{name} {r[-1]['MBps']:.0f}" for name, r in runs.items())
+        print(f"  run {i + 1}/{ctx.args.runs} MB/s: {line}  [foreign {runs[targets[0][0]][-1]['foreign_cores']:.2f} cores]",
+              flush=True)
+    return warm, runs
+
+
 def bench_local(ctx: Ctx, res: dict[str, Any]) -> None:
     a = ctx.args
     data = ctx.tmp / "data-local"
@@ -340,22 +359,7 @@ def bench_local(ctx: Ctx, res: dict[str, Any]) -> None:
                  "blob file, not an HTTP server")
     try:
         print("[local] warm-up downloads ...", flush=True)
-        runs: dict[str, list[dict[str, Any]]] = {t[0]: [] for t in targets}
-        runs["raw-read"] = []
-        warm = {}
-        for name, u, srvs, rss_of in targets:
-            warm[name] = timed_download(ctx, u, srvs, rss_of)  # not in the stats; hubgate's RSS counts
-        for i in range(a.runs):
-            line = []
-            for name, u, srvs, rss_of in targets:
-                r = timed_download(ctx, u, srvs, rss_of)
-                runs[name].append(r)
-                line.append(f"{name} {r['MBps']:.0f}")
-            rr = timed_raw_read(ctx, blob)
-            runs["raw-read"].append(rr)
-            line.append(f"raw-read {rr['MBps']:.0f}")
-            print(f"  run {i + 1}/{a.runs} MB/s: " + ", ".join(line) +
-                  f"  [foreign {runs['hubgate'][-1]['foreign_cores']:.2f} cores]", flush=True)
+        warm, runs = interleaved_rounds(ctx, targets, extra=("raw-read", lambda: timed_raw_read(ctx, blob)))
         out["downloads"] = {k: dl_summary(v) for k, v in runs.items()}
         ratios: dict[str, Any] = {}
         for name in list(runs):
@@ -529,16 +533,7 @@ def bench_s3(ctx: Ctx, res: dict[str, Any]) -> None:
                 raise RuntimeError(f"hubgate (S3 proxy) served other bytes: sha256 {got}")
             targets = [("hubgate-proxy", url, [hub, moto], hub), ("moto-direct", direct_url, [moto], None)]
             print("[s3] warm-up downloads ...", flush=True)
-            warm = {name: timed_download(ctx, u, srvs, r) for name, u, srvs, r in targets}
-            runs: dict[str, list[dict[str, Any]]] = {t[0]: [] for t in targets}
-            for i in range(a.runs):
-                line = []
-                for name, u, srvs, rss_of in targets:
-                    r = timed_download(ctx, u, srvs, rss_of)
-                    runs[name].append(r)
-                    line.append(f"{name} {r['MBps']:.0f}")
-                print(f"  run {i + 1}/{a.runs} MB/s: " + ", ".join(line) +
-                      f"  [foreign {runs['hubgate-proxy'][-1]['foreign_cores']:.2f} cores]", flush=True)
+            warm, runs = interleaved_rounds(ctx, targets)
             out["downloads"] = {k: dl_summary(v) for k, v in runs.items()}
             out["ratios"] = {"hubgate-proxy/moto-direct": paired_ratio(runs["hubgate-proxy"], runs["moto-direct"])}
             out["rss"] = rss_summary([warm["hubgate-proxy"], *runs["hubgate-proxy"]], idle_rss)

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session, func, select
 
+from helpers.content import write_tree
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -66,12 +68,6 @@ def build_instance(data_dir: Path, **env: str) -> Instance:
     return Instance(build_services(load(environ=environ)), data_dir)
 
 
-def write_files(folder: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return folder
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
@@ -96,7 +92,7 @@ def publish_second_version(a: Instance, tiny_model: Path, tmp_path: Path) -> tup
     """
     v2 = Path(shutil.copytree(tiny_model, tmp_path / "v2"))
     new = {"extra/added.bin": os.urandom(70_000), "README.md": (v2 / "README.md").read_bytes() + b"\nv2\n"}
-    write_files(v2, new)
+    write_tree(v2, new)
     return import_repo(a, v2), {hashlib.sha256(d).hexdigest() for d in new.values()}
 
 
@@ -167,7 +163,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-model") / "tiny"
     runpy.run_path(str(ROOT / "examples" / "make_tiny_model.py"))["main"](out)
     rng = __import__("random").Random(7)
-    return write_files(out, {
+    return write_tree(out, {
         "data/random.bin": rng.randbytes(150_000),
         "data/notes.txt": rng.randbytes(3000).hex().encode(),
         "empty.txt": b"",

@@ -17,7 +17,9 @@ from mirror.storage import layout
 from registry.errors import InvalidInputError, RepoNotFoundError
 from registry.types import RepoRef
 
-from .conftest import REPO_ID, VOLUME_SIZE, Source, build_instance, import_repo, publish_second_version, write_files
+from helpers.content import write_tree
+
+from .conftest import REPO_ID, VOLUME_SIZE, Source, build_instance, import_repo, publish_second_version
 
 REPO = RepoRef.parse("model", REPO_ID)
 
@@ -107,7 +109,7 @@ def test_since_must_be_signed_by_this_exporter(tmp_path: Path, source: Source) -
 def test_export_streams_blobs_in_chunks(tmp_path: Path) -> None:
     a = build_instance(tmp_path / "a")
     size = 80 * 1024 * 1024
-    import_repo(a, write_files(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
+    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
     for form in ("dir", "tar"):
         tracemalloc.start()
         try:
@@ -164,7 +166,7 @@ def test_bad_arguments_are_refused_before_writing(tmp_path: Path, source: Source
 def test_repos_filter_limits_the_export(tmp_path: Path, tiny_model: Path) -> None:
     a = build_instance(tmp_path / "a")
     import_repo(a, tiny_model)
-    other = import_repo(a, write_files(tmp_path / "o", {"README.md": b"other\n"}), repo_id="acme/other")
+    other = import_repo(a, write_tree(tmp_path / "o", {"README.md": b"other\n"}), repo_id="acme/other")
     result = export_bundle(a.engine, a.store, a.signer, tmp_path / "out", repos=[RepoRef.parse("model", "acme/other")])
     assert [(s.repo_id, s.commit) for s in result.snapshots] == [("acme/other", other)]
     assert result.blobs == 1 and isinstance(result.watermark, Watermark)

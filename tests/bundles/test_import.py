@@ -18,9 +18,11 @@ from registry.db import session_scope
 from registry.refs import parse_ref
 from registry.types import RepoRef
 
+from helpers.content import write_tree
+
 from .conftest import (
     REPO_ID, Source, assert_nothing_published, build_instance, copy_bundle, import_repo, publish_second_version,
-    row_counts, store_state, write_files,
+    row_counts, store_state,
 )
 
 REPO = RepoRef.parse("model", REPO_ID)
@@ -151,7 +153,7 @@ def test_incremental_bundles_import_in_order_and_move_refs(tmp_path: Path, tiny_
 
 def test_a_commit_published_here_with_other_content_is_refused(source: Source, make_b, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     b = make_b()
-    import_repo(b, write_files(tmp_path / "other", {"README.md": b"not the same\n"}), revision=source.commit)
+    import_repo(b, write_tree(tmp_path / "other", {"README.md": b"not the same\n"}), revision=source.commit)
     before = row_counts(b.engine)
     with pytest.raises(BundleError, match="already published here with other content"):
         import_bundle(b.engine, b.store, source.dir, trusted=b.trusted())
@@ -173,7 +175,7 @@ def test_snapshot_signed_by_an_untrusted_key_is_refused(tmp_path: Path, tiny_mod
 def test_import_streams_blobs_in_chunks(tmp_path: Path, make_b) -> None:  # type: ignore[no-untyped-def]
     a = build_instance(tmp_path / "a")
     size = 80 * 1024 * 1024
-    import_repo(a, write_files(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
+    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
     export_bundle(a.engine, a.store, a.signer, tmp_path / "b.tar", form="tar", volume_size=16 * 1024 * 1024)
     b = make_b(a.write_public_key(tmp_path / "a.pub"))
     tracemalloc.start()

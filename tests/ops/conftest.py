@@ -88,18 +88,8 @@ def model_files(seed: int, *, weights: bytes | None = None, title: str = "model"
     }
 
 
-def write_folder(folder: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return folder
 
 
-def sha256_of(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def flip(data: bytes, at: int | None = None) -> bytes:

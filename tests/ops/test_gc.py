@@ -16,7 +16,9 @@ from huggingface_hub import snapshot_download
 from mirror import gc
 from mirror.storage import layout
 
-from .conftest import Instance, model_files, sha256_of, write_folder
+from helpers.content import sha256, write_tree
+
+from .conftest import Instance, model_files
 
 DAY = 24 * 3600
 
@@ -25,15 +27,15 @@ def _two_repos_sharing_a_blob(inst: Instance, tmp_path: Path) -> dict[str, objec
     shared = random.Random(7).randbytes(50_000)
     a_files = {**model_files(21), "shared.bin": shared}
     b_files = {**model_files(22), "shared.bin": shared}
-    a = inst.import_folder(write_folder(tmp_path / "a", a_files), "acme/a")
-    b = inst.import_folder(write_folder(tmp_path / "b", b_files), "acme/b")
-    return {"a": a, "b": b, "a_files": a_files, "b_files": b_files, "shared": sha256_of(shared)}
+    a = inst.import_folder(write_tree(tmp_path / "a", a_files), "acme/a")
+    b = inst.import_folder(write_tree(tmp_path / "b", b_files), "acme/b")
+    return {"a": a, "b": b, "a_files": a_files, "b_files": b_files, "shared": sha256(shared)}
 
 
 def _orphan(inst: Instance, data: bytes) -> str:
     """Bytes ingested into the store and never published (an interrupted import)."""
     digests = inst.svc.store.ingest_file(io.BytesIO(data), size=len(data))
-    assert digests.sha256 == sha256_of(data)
+    assert digests.sha256 == sha256(data)
     return str(digests.sha256)
 
 

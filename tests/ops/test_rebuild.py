@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Instance, model_files, write_folder
+from helpers.content import write_tree
+
+from .conftest import Instance, model_files
 
 # Headers that describe the connection or the moment, not the catalog.
 _VOLATILE_HEADERS = {"date", "server"}
@@ -17,17 +19,17 @@ _VOLATILE_HEADERS = {"date", "server"}
 
 def _populate(inst: Instance, tmp_path: Path) -> dict[str, str]:
     c: dict[str, str] = {}
-    c["alpha1"] = inst.import_folder(write_folder(tmp_path / "alpha1", model_files(31)), "acme/alpha",
+    c["alpha1"] = inst.import_folder(write_tree(tmp_path / "alpha1", model_files(31)), "acme/alpha",
                                      refs=["main", "refs/tags/v1.0"])
-    c["alpha2"] = inst.import_folder(write_folder(tmp_path / "alpha2", {**model_files(31), "config.json": b"{}\n",
+    c["alpha2"] = inst.import_folder(write_tree(tmp_path / "alpha2", {**model_files(31), "config.json": b"{}\n",
                                                                         "extra/new.txt": b"new\n"}), "acme/alpha")
-    c["beta1"] = inst.import_folder(write_folder(tmp_path / "beta1", model_files(32, title="beta")), "other/beta")
-    c["beta2"] = inst.import_folder(write_folder(tmp_path / "beta2", model_files(33, title="beta2")), "other/beta",
+    c["beta1"] = inst.import_folder(write_tree(tmp_path / "beta1", model_files(32, title="beta")), "other/beta")
+    c["beta2"] = inst.import_folder(write_tree(tmp_path / "beta2", model_files(33, title="beta2")), "other/beta",
                                     refs=["dev"])
     data = {"README.md": b"---\nlicense: cc-by-4.0\ntask_categories:\n- text-classification\n---\n# data\n",
             "data/train.csv": b"text,label\n" + b"hello,1\nworld,0\n" * 200,
             "data/test.parquet": bytes(range(256)) * 40}
-    c["data"] = inst.import_folder(write_folder(tmp_path / "data", data), "acme/data", repo_type="dataset")
+    c["data"] = inst.import_folder(write_tree(tmp_path / "data", data), "acme/data", repo_type="dataset")
     return c
 
 

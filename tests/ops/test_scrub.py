@@ -14,13 +14,13 @@ from huggingface_hub import hf_hub_download, snapshot_download
 from mirror import scrub
 from mirror.storage import layout
 
+from helpers.content import sha256, write_tree
+
 from .conftest import (
     Instance,
     flip,
     http_error_chain,
     model_files,
-    sha256_of,
-    write_folder,
 )
 
 STORES = ["local", "s3"]
@@ -31,13 +31,13 @@ def _setup(inst: Instance, tmp_path: Path) -> dict[str, object]:
     files = model_files(11)
     sibling_files = {**model_files(12), "model.safetensors": files["model.safetensors"]}
     bystander_files = model_files(13)
-    folder = write_folder(tmp_path / "scrubbed", files)
+    folder = write_tree(tmp_path / "scrubbed", files)
     return {
         "files": files, "folder": folder, "sibling_files": sibling_files, "bystander_files": bystander_files,
         "commit": inst.import_folder(folder, "acme/scrubbed"),
-        "sibling": inst.import_folder(write_folder(tmp_path / "sibling", sibling_files), "acme/sibling"),
-        "bystander": inst.import_folder(write_folder(tmp_path / "bystander", bystander_files), "acme/bystander"),
-        "weights_sha": sha256_of(files["model.safetensors"]),
+        "sibling": inst.import_folder(write_tree(tmp_path / "sibling", sibling_files), "acme/sibling"),
+        "bystander": inst.import_folder(write_tree(tmp_path / "bystander", bystander_files), "acme/bystander"),
+        "weights_sha": sha256(files["model.safetensors"]),
     }
 
 
@@ -143,7 +143,7 @@ def test_verify_quarantines_a_flipped_blob_and_refuses_its_snapshots_until_reimp
 def test_verify_reports_a_missing_blob_as_missing(make_instance, tmp_path: Path, storage: str) -> None:
     inst: Instance = make_instance(storage)
     s = _setup(inst, tmp_path)
-    commit, sha = str(s["commit"]), sha256_of(s["files"]["config.json"])  # type: ignore[index]
+    commit, sha = str(s["commit"]), sha256(s["files"]["config.json"])  # type: ignore[index]
     inst.remove(layout.blob_key(sha))
     inst.serve()
 

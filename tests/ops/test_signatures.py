@@ -19,12 +19,13 @@ from mirror import signing
 from registry.manifest import Manifest, ManifestEntry
 from registry.types import RepoType
 
+from helpers.content import write_tree
+
 from .conftest import (
     Instance,
     flip,
     model_files,
     model_signing_verify_all,
-    write_folder,
 )
 
 
@@ -51,10 +52,10 @@ def test_model_signing_verifies_a_downloaded_snapshot_and_refuses_tampering_or_o
 
     inst: Instance = make_instance()
     v1_files = model_files(1)
-    v1 = inst.import_folder(write_folder(tmp_path / "v1", v1_files), "acme/signed")
+    v1 = inst.import_folder(write_tree(tmp_path / "v1", v1_files), "acme/signed")
     # the same repo at another commit (one file changed), and another repo
-    v2 = inst.import_folder(write_folder(tmp_path / "v2", {**v1_files, "config.json": b'{"v": 2}\n'}), "acme/signed")
-    other = inst.import_folder(write_folder(tmp_path / "other", model_files(2)), "acme/other")
+    v2 = inst.import_folder(write_tree(tmp_path / "v2", {**v1_files, "config.json": b'{"v": 2}\n'}), "acme/signed")
+    other = inst.import_folder(write_tree(tmp_path / "other", model_files(2)), "acme/other")
     inst.serve()
 
     snap = Path(snapshot_download("acme/signed", revision=v1, endpoint=inst.url, cache_dir=tmp_path / "hf"))

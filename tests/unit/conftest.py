@@ -59,10 +59,3 @@ def make_manifest(repo_id: str = "acme/tiny", commit: str = "a" * 40, files: dic
         files=tuple(entry(p, d, p in lfs) for p, d in sorted(files.items())),
     )
 
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    return root

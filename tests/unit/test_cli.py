@@ -13,7 +13,7 @@ from registry.gitobjects import blob_oid
 from registry.settings import DatabaseSettings
 from registry.types import RepoRef
 
-from .conftest import write_tree
+from helpers.content import write_tree
 
 FILES = {"config.json": b"{}", "model.safetensors": b"\0" * 100, "tokenizer/vocab.txt": b"a\n"}
 

@@ -7,7 +7,7 @@ import pytest
 
 from registry.gitobjects import GitFile, blob_oid, commit_oid, lfs_pointer, tree_oids
 
-from .conftest import write_tree
+from helpers.content import write_tree
 from .gitutil import all_tree_ids, git, init_repo, needs_git
 
 pytestmark = needs_git

@@ -17,7 +17,9 @@ from registry.errors import ConflictError, InvalidInputError
 from registry.gitobjects import blob_oid, lfs_pointer
 from registry.types import RepoRef, RepoType
 
-from .conftest import row_counts, stored_keys, write_tree
+from helpers.content import write_tree
+
+from .conftest import row_counts, stored_keys
 from .gitutil import git, init_repo, needs_git
 
 REPO = RepoRef.parse("model", "acme/tiny")
