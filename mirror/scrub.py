@@ -120,6 +120,8 @@ def repair_from_upstream(engine: Engine, store: BlobStore, syncer: Syncer) -> li
 
     with Session(engine) as session:
         candidates = snapshots.unavailable_snapshots(session)
+    if candidates:
+        syncer.connect()
     for repo, commit in candidates:
         manifest = store.get_manifest(repo, commit)
         for f in manifest.files:

@@ -77,6 +77,14 @@ class Syncer:
         self.options = options or SyncOptions()
         self.signer, self.instance = signer, instance
 
+    def connect(self) -> HubUpstream:
+        """The upstream client for the next job; a factory is asked again (a new token takes effect).
+
+        Raises UpstreamError when no upstream is configured (a sealed side)."""
+        if self._upstream_factory is not None:
+            self.upstream = self._upstream_factory()
+        return self.upstream
+
     # step 1
     def plan(self, repo: RepoRef, commit: str, allow: list[str] | None, ignore: list[str] | None) -> list[PlannedFile]:
         """The files to publish, each marked with the stored blob that already holds it, if any."""
@@ -166,8 +174,7 @@ class Syncer:
     # the whole job
     def run(self, request_pk: int, heartbeat: Callable[[], None] = lambda: None) -> Manifest:
         """Sync a request end to end. Raises on any failure, with nothing published."""
-        if self._upstream_factory is not None:
-            self.upstream = self._upstream_factory()
+        self.connect()
         with session_scope(self.engine) as session:
             req = workflow.start(session, request_pk)
             repo, commit, revision = RepoRef.parse(req.repo_type, req.repo_id), req.commit, req.revision

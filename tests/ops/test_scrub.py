@@ -4,6 +4,7 @@ and a re-import makes it available again. The serving path refuses a blob whose 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from .conftest import (
     flip,
     http_error_chain,
     model_files,
+    unique_repo,
 )
 
 STORES = ["local", "s3"]
@@ -238,3 +240,46 @@ def test_a_snapshot_already_served_by_commit_is_refused_by_commit_after_the_scru
         assert r.status_code == 503, (method, r.status_code, r.headers)
         assert f"acme/scrubbed@{commit}" in r.headers.get("x-error-message", ""), (method, r.headers)
     assert inst.http.get(f"/api/models/acme/scrubbed/revision/{commit}").status_code == 503
+
+
+@pytest.mark.integration
+def test_verify_repair_refetches_a_missing_blob_from_the_upstream(make_instance, fake_hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from api.app import build_worker
+
+    inst: Instance = make_instance(upstream_url=fake_hub.url)
+    repo = unique_repo("repair")
+    files = model_files(61)
+    commit = fake_hub.create_repo(repo, files).sha
+    made = inst.cli("request", repo)
+    assert made.code == 0, made
+    request_id = json.loads(made.out)["id"]
+    assert inst.cli("approve", str(request_id)).code == 0
+    worker = build_worker(inst.svc)
+    while worker.run_once():
+        pass
+    assert inst.snapshot_state(repo, commit) == "available"
+
+    sha = inst.sha_of(repo, commit, "model.safetensors")
+    inst.remove(layout.blob_key(sha))
+    broken = inst.cli("verify")
+    assert broken.code == 3 and _lines(broken.out, "missing") == [sha], broken
+    assert inst.snapshot_state(repo, commit) == "unavailable"
+
+    repaired = inst.cli("verify", "--repair")
+    assert repaired.code == 0, repaired
+    assert _lines(repaired.out, "repaired") == [f"model:{repo}@{commit}"]
+    assert inst.read(layout.blob_key(sha)) == files["model.safetensors"]
+    assert inst.snapshot_state(repo, commit) == "available"
+    inst.serve()
+    local = hf_hub_download(repo, "model.safetensors", endpoint=inst.url, cache_dir=tmp_path / "hf")
+    assert Path(local).read_bytes() == files["model.safetensors"]
+
+
+def test_verify_repair_on_a_sealed_side_names_the_missing_upstream(make_instance, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    inst: Instance = make_instance(upstream_url="")  # a sealed side
+    s = _setup(inst, tmp_path)
+    inst.remove(layout.blob_key(str(s["weights_sha"])))
+    assert inst.cli("verify").code == 3
+    repaired = inst.cli("verify", "--repair")
+    assert repaired.code not in (0, -1), repaired
+    assert "upstream" in repaired.err.lower()
