@@ -32,7 +32,7 @@ def main(out: Path) -> None:
     )
     eos = fast.convert_tokens_to_ids("<|endoftext|>")
     config = GPT2Config(
-        vocab_size=fast.vocab_size, n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos
+        vocab_size=fast.vocab_size, n_positions=1024, n_embd=32, n_layer=1, n_head=2, bos_token_id=eos, eos_token_id=eos
     )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(out)

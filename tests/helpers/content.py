@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # What the Hub's default .gitattributes stores in LFS, for the suffixes these fixtures use.
 LFS_SUFFIXES = (".safetensors", ".bin", ".parquet")
@@ -99,14 +100,15 @@ def fixture_repo(key: str, repo_type: str, repo_id: str, folder: Path, refs: tup
 
 
 def build_tiny_model(out: Path, *, timeout: float = 180) -> Path:
-    """A 1-layer GPT-2 + BPE tokenizer saved with transformers' own save_pretrained (in a subprocess,
-    so that the test process never imports torch)."""
+    """The README quick start's model (examples/make_tiny_model.py: a 1-layer GPT-2 + BPE tokenizer
+    saved with transformers' own save_pretrained) with this suite's card; built in a subprocess, so
+    that the test process never imports torch."""
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     env = dict(os.environ, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
     env["HF_HOME"] = str(out.parent / "hf-home-build")
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "make_tiny_model.py"), str(tmp)],
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "make_tiny_model.py"), str(tmp)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"building the tiny model failed:\n{proc.stdout}\n{proc.stderr}")

@@ -31,7 +31,7 @@ def test_transformers_loads_and_generates_like_the_source_folder(
     local, remote = result["local"], result["hub"]
     assert result["endpoint"] == hub.base_url
     assert remote["config"] == local["config"] == {
-        "model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_positions": 64, "vocab_size": local["config"]["vocab_size"],
+        "model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_positions": 1024, "vocab_size": local["config"]["vocab_size"],
     }
     assert remote["config_class"] == "GPT2Config"
     assert remote["tokenizer_class"] == local["tokenizer_class"]
@@ -46,6 +46,7 @@ def test_transformers_loads_and_generates_like_the_source_folder(
     assert remote["pipeline_text"].startswith("hello world")
     assert remote["pipeline_task"] == "text-generation"
     assert result["inferred_task"] == "text-generation"  # from hubgate's pipeline_tag
+    assert all(text.startswith("hello") for text in result["readme_example"])
     assert result["cache_snapshots"] == [sha] and result["cache_ref_main"] == sha
     assert result["refused_hosts"] == []
 

@@ -54,6 +54,12 @@ def load_and_generate(source: str) -> dict:  # type: ignore[type-arg]
 result = {"endpoint": constants.ENDPOINT, "local": load_and_generate(args["local"]), "hub": load_and_generate(args["repo"])}
 # pipeline() without a task: transformers asks the Hub (hubgate) for the repo's pipeline_tag.
 result["inferred_task"] = pipeline(model=args["repo"]).task
+# README.md's first example, verbatim: default generation settings (sampling, the model's own length limits).
+readme_pipe = pipeline("text-generation", model=args["repo"])
+result["readme_example"] = []
+for seed in range(10):  # seeded, so that a model too short for the default length fails every run
+    torch.manual_seed(seed)
+    result["readme_example"].append(readme_pipe("hello")[0]["generated_text"])
 
 cache = Path(constants.HF_HUB_CACHE) / ("models--" + args["repo"].replace("/", "--"))
 result["cache_snapshots"] = sorted(p.name for p in (cache / "snapshots").iterdir()) if cache.is_dir() else []
