@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, select
 
 from registry import audit
-from registry.errors import HubgateError, InvalidInputError
+from registry.errors import HubgateError, InvalidInputError, NotFoundError
 from registry.models import ApiToken, utcnow
 
 ROLES = ("reader", "requester", "admin")
@@ -62,7 +62,7 @@ def authenticate(session: Session, token: str) -> ApiToken:
 def revoke(session: Session, token_id: str, *, actor: audit.Actor) -> None:
     row = session.get(ApiToken, token_id)
     if row is None:
-        raise InvalidInputError(f"No token {token_id}")
+        raise NotFoundError(f"No token {token_id}")
     row.revoked = True
     session.add(row)
     audit.record(session, actor, "token.revoke", f"token:{token_id}")

@@ -120,13 +120,17 @@ def _children(index: CommitIndex, prefix: str, recursive: bool) -> list[str]:
 
 
 async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
+    if len(body := await request.body()) > _MAX_FORM:
+        raise InvalidInputError(f"paths-info body is larger than {_MAX_FORM} bytes")
     if request.headers.get("content-type", "").startswith("application/json"):
-        body = await request.json()
-        paths = body.get("paths", []) if isinstance(body, dict) else []
-        expand = bool(body.get("expand")) if isinstance(body, dict) else False
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise InvalidInputError(f"paths-info body is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise InvalidInputError('paths-info JSON body must be an object: {"paths": [...], "expand": false}')
+        paths, expand = doc.get("paths", []), bool(doc.get("expand"))
     else:  # application/x-www-form-urlencoded, as huggingface_hub sends it
-        if len(body := await request.body()) > _MAX_FORM:
-            raise InvalidInputError("paths-info body too large")
         form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         paths = form.get("paths", [])
         expand = (form.get("expand") or [""])[-1].lower() in ("1", "true")

@@ -7,6 +7,7 @@ behind each other there); with it the first caller loads and the rest wait for i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -38,7 +39,7 @@ class SingleFlight(Generic[T]):
                 return await self._lead(key, load)
             await flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise _own_copy(flight.error) from flight.error
             if flight.result is not None:
                 return flight.result
             # The leader was cancelled before it had an answer: try again (maybe as the leader).
@@ -58,3 +59,11 @@ class SingleFlight(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._flights)
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """A copy for one waiter to raise: one shared instance would collect every waiter's frames."""
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception class that cannot be rebuilt from its args
+        return error

@@ -27,6 +27,7 @@ from api.hub.mapped import MappedWindow
 CHUNK_SIZE = 8 * 1024 * 1024
 
 log = logging.getLogger(__name__)
+_mapping_works = True  # until the store's file system refuses a map once
 
 
 class BlobResponse:
@@ -69,7 +70,7 @@ class BlobResponse:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_disconnect)
-                if mapped is None:
+                if mapped is None or not _mapping_works:
                     await self._stream(send)
                 else:
                     await self._send_mapped(send, *mapped)
@@ -88,8 +89,11 @@ class BlobResponse:
             except OSError as exc:
                 if pos != offset:
                     raise
-                log.warning("cannot memory-map a blob file (%s): sending it with plain reads", exc)
-                await self._stream(send)  # a file system without mmap (some FUSE mounts): plain reads
+                global _mapping_works
+                if _mapping_works:
+                    log.warning("cannot memory-map blob files (%s): sending them with plain reads", exc)
+                _mapping_works = False  # a file system without mmap (some FUSE mounts): don't try again
+                await self._stream(send)
                 return
             try:
                 if not window.resident():

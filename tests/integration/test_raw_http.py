@@ -208,6 +208,12 @@ def test_info_tree_and_paths_info_json(hub: HubgateServer, client: httpx.Client)
     r = client.post(f"/api/models/acme/tree/paths-info/{sha}", json={"paths": ["a.txt", "sub", "nope"]})
     assert r.status_code == 200
     assert sorted(e["path"] for e in r.json()) == ["a.txt", "sub"]
+    # a body that is not what paths-info takes: 400 naming the problem, never a 500
+    for body, message in [(b"{bad", "not valid JSON"), (b'["a.txt"]', "must be an object"),
+                          (b'{"paths": "a.txt"}', "paths must be a list")]:
+        r = client.post(f"/api/models/acme/tree/paths-info/{sha}", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 400 and message in r.text, (body, r.status_code, r.text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ def test_admin_api_needs_a_valid_bearer_token(hubgate: Hubgate) -> None:
     token_id = token.split("_")[1]
     assert hubgate.api("GET", "/requests", token=token).status_code == 200
     assert hubgate.api("DELETE", f"/tokens/{token_id}").status_code == 200
+    unknown = hubgate.api("DELETE", "/tokens/nosuchtoken")
+    assert unknown.status_code == 404 and "nosuchtoken" in unknown.text, unknown.text
     wait_for(lambda: hubgate.api("GET", "/requests", token=token).status_code == 401, timeout=10,
              interval=0.25, what="the revoked token to be refused")
 

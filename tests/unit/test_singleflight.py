@@ -55,7 +55,8 @@ def test_a_failed_load_fails_every_waiter_and_the_next_miss_loads_again() -> Non
     failing = _Load(error=LookupError("no such revision"))
     results = anyio.run(_gather, flights, "main", failing, 5)
     assert failing.calls == 1
-    assert all(isinstance(r, LookupError) for r in results)
+    assert all(isinstance(r, LookupError) and str(r) == "no such revision" for r in results)
+    assert len({id(r) for r in results}) == 5  # each its own instance, so tracebacks do not pile up on one
     retry = _Load(result="now there")
     retry.release.set()
     assert anyio.run(flights.run, "main", retry) == "now there"

@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from api.hub.mapped import MappedWindow
+from api.hub import streaming
 from api.hub.streaming import BlobResponse
 from mirror.storage.local import LocalDriver
 
@@ -177,6 +178,21 @@ def test_a_file_system_that_cannot_map_gets_plain_reads(blob: tuple[LocalDriver,
         raise OSError(19, "No such device")  # what mmap says on a FUSE mount with direct_io
 
     monkeypatch.setattr(MappedWindow, "__init__", no_mmap)
-    client = _serve(BlobResponse(driver.open("blobs/x", 100), length=len(data) - 100, status=206, headers=[], chunk_size=2 * PAGE))
-    assert b"".join(client.bodies) == data[100:]
-    assert "plain reads" in caplog.text
+    monkeypatch.setattr(streaming, "_mapping_works", True)
+    for _ in range(2):
+        client = _serve(BlobResponse(driver.open("blobs/x", 100), length=len(data) - 100, status=206, headers=[],
+                                     chunk_size=2 * PAGE))
+        assert b"".join(client.bodies) == data[100:]
+    assert caplog.text.count("plain reads") == 1  # said once; later responses do not try to map again
+
+
+def test_windows_already_in_memory_go_out_without_a_thread_hop(blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, data = blob
+
+    def no_fault_in(self: MappedWindow) -> None:
+        raise AssertionError("a resident window was sent through the threadpool")
+
+    monkeypatch.setattr(MappedWindow, "resident", lambda self: True)
+    monkeypatch.setattr(MappedWindow, "fault_in", no_fault_in)
+    client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
+    assert b"".join(client.bodies) == data
