@@ -12,7 +12,6 @@ from sqlmodel import Session
 from mirror import repoinfo, scrub
 from mirror.errors import BlobNotFoundError, ObjectNotFoundError
 from mirror.signing import Signer
-from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
 from registry import snapshots
 from registry.db import session_scope
@@ -73,13 +72,16 @@ def publish_manifest(
         result = _publish_in_db(engine, manifest, digest, info, refs, provenance, default_main, in_transaction)
     except BaseException:
         if written:  # nothing of a failed publish may stay where rebuild-index would find it
-            for key in (layout.manifest_key, layout.signature_key, layout.provenance_key):
-                store.driver.delete(key(manifest.repo, manifest.commit))
+            store.delete_snapshot(manifest.repo, manifest.commit)
         raise
     for ref in refs:  # a disaster-recovery copy; the DB is authoritative
         store.put_ref(manifest.repo, ref.full, manifest.commit)
-    # Blobs just verified may be what other, unavailable snapshots were waiting for.
-    scrub.restore_available(engine, store)
+    # Blobs just verified may be what other, unavailable snapshots were waiting for. Best effort:
+    # this publish has committed, and must not be reported as failed because of another snapshot.
+    try:
+        scrub.restore_available(engine, store)
+    except Exception:  # noqa: BLE001 - logged; the next publish tries again
+        log.exception("published %s@%s, but restoring unavailable snapshots failed", manifest.repo, manifest.commit)
     log.info(
         "published %s@%s (%d files, %s)%s", manifest.repo, manifest.commit, len(manifest.files),
         "new" if result.created else "unchanged", f", refs moved: {result.refs_moved}" if result.refs_moved else "",

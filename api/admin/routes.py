@@ -11,7 +11,6 @@ from api.admin import schemas
 from api.auth import Admin, Reader, Requester
 from api.services import Services, services
 from mirror.intake import create_request, record_offline_request
-from mirror.storage import layout
 from registry import audit, catalog, snapshots, tokens, workflow
 from registry.db import session_scope
 from registry.refs import parse_ref
@@ -132,9 +131,9 @@ def remove_snapshot(repo_type: str, repo_id: str, commit: str, actor: Admin, req
     svc, repo = _svc(request), RepoRef.parse(repo_type, repo_id)
     with session_scope(svc.engine) as session:
         removed_refs = snapshots.remove_snapshot(session, repo, commit, actor=actor)
-    svc.store.driver.delete(layout.manifest_key(repo, commit))
+    svc.store.delete_snapshot(repo, commit)
     for ref in removed_refs:
-        svc.store.driver.delete(layout.ref_key(repo, ref.full))
+        svc.store.delete_ref(repo, ref.full)
     svc.cache.invalidate()
     return {"removed": commit, "refs_removed": [r.name for r in removed_refs]}
 

@@ -179,5 +179,13 @@ class BlobStore:
             return {}
         return value if isinstance(value, dict) else {}
 
+    def delete_snapshot(self, repo: RepoRef, commit: str) -> None:
+        """Remove a snapshot's manifest, signature and provenance (its blobs stay until gc)."""
+        for key in (layout.manifest_key, layout.signature_key, layout.provenance_key):
+            self.driver.delete(key(repo, commit))
+
     def put_ref(self, repo: RepoRef, ref_name: str, commit: str) -> None:
         self.driver.put_bytes(layout.ref_key(repo, ref_name), commit.encode() + b"\n")
+
+    def delete_ref(self, repo: RepoRef, ref_name: str) -> None:
+        self.driver.delete(layout.ref_key(repo, ref_name))

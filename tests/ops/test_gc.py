@@ -15,6 +15,7 @@ from huggingface_hub import snapshot_download
 
 from mirror import gc
 from mirror.storage import layout
+from registry.types import RepoRef
 
 from helpers.content import sha256, write_tree
 
@@ -98,10 +99,15 @@ def test_gc_sweeps_only_old_orphans_and_after_a_removal_only_the_removed_snapsho
 
     a_sizes = {f.sha256: f.size for f in inst.manifest("acme/a", a).files}
     # remove acme/a's snapshot through the admin API, then gc without a grace period
+    repo_a = RepoRef.parse("model", "acme/a")
+    snapshot_keys = [key(repo_a, str(a)) for key in (layout.manifest_key, layout.signature_key, layout.provenance_key)]
+    assert all(inst.exists(k) for k in snapshot_keys)
     r = inst.admin("DELETE", f"/repos/model/acme/a/snapshots/{a}")
     assert r.status_code == 200, r.text
     assert r.json()["refs_removed"] == ["main"]
     assert inst.http.get("/api/models/acme/a").status_code == 404
+    assert not any(inst.exists(k) for k in snapshot_keys)  # nothing of the snapshot is left for rebuild-index
+    assert not inst.exists(layout.ref_key(repo_a, "refs/heads/main"))
     only_a = a_shas - b_shas
     expected_freed = sum(a_sizes[x] for x in only_a) + len(young_data)
     swept = inst.cli("gc", "--grace-hours", "0")

@@ -446,3 +446,19 @@ def test_same_revision_in_another_repo_is_not_a_conflict(engine: Engine, store: 
     import_folder(engine, store, a, REPO, revision=rev)
     result = import_folder(engine, store, b, RepoRef.parse("dataset", "acme/tiny"), revision=rev)
     assert result.publish.created
+
+
+def test_a_failing_restore_of_other_snapshots_does_not_fail_the_publish(
+        engine: Engine, store: BlobStore, folder: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from mirror import scrub
+
+    def broken_restore(*args: object, **kwargs: object) -> list[str]:
+        raise OSError("another snapshot's manifest is unreadable")
+
+    monkeypatch.setattr(scrub, "restore_available", broken_restore)
+    result = import_folder(engine, store, folder, REPO)  # committed: must not raise
+    assert result.publish.created
+    with Session(engine) as session:
+        assert catalog.resolve(session, REPO, "main").commit == result.manifest.commit
+    assert "restoring unavailable snapshots failed" in caplog.text
