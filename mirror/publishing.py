@@ -13,7 +13,7 @@ from mirror import repoinfo, scrub
 from mirror.errors import BlobNotFoundError, ObjectNotFoundError
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
-from registry import snapshots
+from registry import catalog, snapshots
 from registry.db import session_scope
 from registry.errors import ConflictError
 from registry.manifest import Manifest
@@ -71,7 +71,9 @@ def publish_manifest(
         info = repoinfo.describe(store, manifest)
         result = _publish_in_db(engine, manifest, digest, info, refs, provenance, default_main, in_transaction)
     except BaseException:
-        if written:  # nothing of a failed publish may stay where rebuild-index would find it
+        # Nothing of a failed publish may stay where rebuild-index would find it, unless a concurrent
+        # publish of the same commit (which wrote the same files) is the one that committed.
+        if written and not _committed_elsewhere(engine, manifest):
             store.delete_snapshot(manifest.repo, manifest.commit)
         raise
     for ref in refs:  # a disaster-recovery copy; the DB is authoritative
@@ -87,6 +89,14 @@ def publish_manifest(
         "new" if result.created else "unchanged", f", refs moved: {result.refs_moved}" if result.refs_moved else "",
     )
     return result
+
+
+def _committed_elsewhere(engine: Engine, manifest: Manifest) -> bool:
+    try:
+        with Session(engine) as session:
+            return any(s.commit == manifest.commit for s in catalog.list_snapshots(session, manifest.repo))
+    except Exception:  # noqa: BLE001 - unknown (e.g. the DB is what failed): clean up as if not
+        return False
 
 
 def _publish_in_db(

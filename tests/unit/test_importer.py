@@ -462,3 +462,24 @@ def test_a_failing_restore_of_other_snapshots_does_not_fail_the_publish(
     with Session(engine) as session:
         assert catalog.resolve(session, REPO, "main").commit == result.manifest.commit
     assert "restoring unavailable snapshots failed" in caplog.text
+
+
+def test_a_publish_that_loses_a_race_for_the_same_commit_keeps_the_winners_manifest(
+        engine: Engine, store: BlobStore, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mirror import publishing
+    from mirror.errors import ObjectNotFoundError
+
+    winner = import_folder(engine, store, folder, REPO).manifest
+    # The loser looked before the winner wrote (no manifest yet), then hit the winner's row on commit.
+    real_get_manifest = store.get_manifest
+    monkeypatch.setattr(store, "get_manifest", lambda repo, commit: (_ for _ in ()).throw(ObjectNotFoundError("not yet")))
+
+    def unique_violation(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("UNIQUE constraint failed: snapshot.repo_pk, snapshot.commit")
+
+    monkeypatch.setattr(publishing, "_publish_in_db", unique_violation)
+    with pytest.raises(RuntimeError, match="UNIQUE"):
+        publishing.publish_manifest(engine, store, winner, refs=[])
+    monkeypatch.undo()
+    assert real_get_manifest(REPO, winner.commit) == winner  # still there for rebuild-index and exports
+    assert store.driver.stat(layout.provenance_key(REPO, winner.commit)) is not None
