@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from api.services import Services, bearer, services
 from registry import tokens
@@ -20,7 +19,7 @@ async def hub_reader(request: Request, svc: Services | None = None) -> Actor | N
     """For Hub routes: anonymous when allowed (an unknown token then counts as none), else a valid token."""
     svc = svc or services(request)
     token = bearer(request)
-    actor = await run_in_threadpool(svc.authenticate, token) if token else None
+    actor = await svc.actor(token) if token else None
     if actor is None and not svc.settings.anonymous_read:
         raise tokens.NotAuthenticatedError(
             "Authentication required: set HF_TOKEN to a hubgate token" if token is None else "Invalid token"
@@ -36,7 +35,7 @@ def require(role: str):  # type: ignore[no-untyped-def]
         if token is None:
             raise tokens.NotAuthenticatedError("This API needs 'Authorization: Bearer <token>'")
         svc = services(request)
-        actor = await run_in_threadpool(svc.authenticate, token)
+        actor = await svc.actor(token)
         if actor is None:
             raise tokens.NotAuthenticatedError("Invalid token")
         tokens.authorize(actor.role, role)

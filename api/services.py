@@ -38,6 +38,7 @@ class Services:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _snapshot_loads: SingleFlight[SnapshotView] = field(default_factory=SingleFlight)
     _index_loads: SingleFlight[CommitIndex] = field(default_factory=SingleFlight)
+    _token_loads: SingleFlight[tuple[Actor | None]] = field(default_factory=SingleFlight)
 
     # -- catalog, cached
     async def snapshot(self, repo: RepoRef, revision: str | None) -> SnapshotView:
@@ -59,11 +60,15 @@ class Services:
         return f"{request.url.scheme}://{request.url.netloc}"
 
     # -- auth
-    def authenticate(self, token: str) -> Actor | None:
-        """Blocking: the actor for a token, or None if hubgate does not know it. Cached briefly."""
+    async def actor(self, token: str) -> Actor | None:
+        """The actor for a token, or None if hubgate does not know it. Cached briefly, so the usual
+        request never leaves the event loop; concurrent misses of one token share one DB lookup."""
         hit = self._tokens.get(token)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
+        return (await self._token_loads.run(token, lambda: (self._load_actor(token),)))[0]
+
+    def _load_actor(self, token: str) -> Actor | None:
         with session_scope(self.engine) as session:
             try:
                 row = tokens.authenticate(session, token)

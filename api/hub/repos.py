@@ -200,7 +200,7 @@ async def list_repos(request: Request) -> JSONResponse:
 async def whoami(request: Request) -> JSONResponse:
     """The token's identity, as the Hub answers it (``hf auth whoami``, ``hf auth login``)."""
     svc, token = services(request), bearer(request)
-    actor = await run_in_threadpool(svc.authenticate, token) if token else None
+    actor = await svc.actor(token) if token else None
     if actor is None:
         return JSONResponse({"error": "Invalid user token"}, status_code=401)
     return JSONResponse({
