@@ -44,18 +44,18 @@ class Worker:
             raise
 
     def _reap(self) -> None:
-        with Session(self.engine) as session:
-            reaped = [(j.kind, dict(j.payload), j.attempts) for j in jobs.reap_exhausted(session)]
-        for kind, payload, attempts in reaped:
-            if kind != workflow.SYNC_JOB:
-                continue
-            log.error("sync of request %s lost its worker %d times: failing it", payload.get("request"), attempts)
-            try:
-                with session_scope(self.engine) as session:
-                    workflow.fail(session, int(payload["request"]),
-                                  f"The sync lost its worker {attempts} times (crashed or killed); retry it")
-            except InvalidTransitionError:
-                pass  # someone already decided
+        """Fail exhausted jobs and their requests in one transaction: no request is left ``syncing``."""
+        with session_scope(self.engine) as session:
+            for job in jobs.reap_exhausted(session):
+                if job.kind != workflow.SYNC_JOB:
+                    continue
+                request_pk = int(job.payload["request"])
+                log.error("sync of request %d lost its worker %d times: failing it", request_pk, job.attempts)
+                try:
+                    workflow.fail(session, request_pk,
+                                  f"The sync lost its worker {job.attempts} times (crashed or killed); retry it")
+                except InvalidTransitionError:
+                    pass  # someone already decided (checked before anything was changed)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when the queue had nothing for us."""
@@ -74,12 +74,14 @@ class Worker:
             handler(job.payload, beat.beat)
         except Exception as exc:  # the request already carries the error; the job just records it
             with session_scope(self.engine) as session:
-                jobs.fail(session, job.pk, str(exc), retry_in_seconds=None)
+                finished = jobs.fail(session, job.pk, self.worker_id, str(exc))
         else:
             with session_scope(self.engine) as session:
-                jobs.complete(session, job.pk)
+                finished = jobs.complete(session, job.pk, self.worker_id)
         finally:
             beat.stop()
+        if not finished:
+            log.warning("job %d was taken over by another worker after this one's lease expired", job.pk)
         return True
 
     def run_forever(self) -> None:

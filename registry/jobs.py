@@ -67,9 +67,10 @@ def heartbeat(session: Session, job_pk: int, worker_id: str, *, lease_seconds: f
 
 
 def reap_exhausted(session: Session) -> list[Job]:
-    """Fail the jobs whose lease expired on their last allowed attempt (their workers kept dying). Commits.
+    """Fail the jobs whose lease expired on their last allowed attempt (their workers kept dying).
 
     Without this a job that lost every worker would sit ``running`` forever and hold its request.
+    Does not commit: the caller fails the jobs' requests in the same transaction.
     """
     now = utcnow()
     candidates = session.exec(
@@ -87,26 +88,23 @@ def reap_exhausted(session: Session) -> list[Job]:
         )
         if result.rowcount:  # type: ignore[attr-defined]
             reaped.append(job)
-    session.commit()
     return reaped
 
 
-def complete(session: Session, job_pk: int) -> None:
-    job = session.get(Job, job_pk)
-    if job is not None:
-        job.state, job.lease_owner, job.lease_expires_at = "done", None, None
-        session.add(job)
+def complete(session: Session, job_pk: int, worker_id: str) -> bool:
+    """Mark the job done if ``worker_id`` still holds its lease; False when another worker took it over."""
+    return _finish(session, job_pk, worker_id, state="done")
 
 
-def fail(session: Session, job_pk: int, error: str, *, retry_in_seconds: float | None) -> bool:
-    """Record the error; requeue after a delay if attempts remain and retry_in is given. Returns requeued."""
-    job = session.get(Job, job_pk)
-    if job is None:
-        return False
-    job.last_error, job.lease_owner, job.lease_expires_at = error[:2000], None, None
-    if retry_in_seconds is not None and job.attempts < job.max_attempts:
-        job.state, job.run_after = "queued", utcnow() + timedelta(seconds=retry_in_seconds)
-    else:
-        job.state = "failed"
-    session.add(job)
-    return job.state == "queued"
+def fail(session: Session, job_pk: int, worker_id: str, error: str) -> bool:
+    """Record the job's error if ``worker_id`` still holds its lease; False when another worker took it over."""
+    return _finish(session, job_pk, worker_id, state="failed", last_error=error[:2000])
+
+
+def _finish(session: Session, job_pk: int, worker_id: str, **values: object) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(col(Job.pk) == job_pk, col(Job.lease_owner) == worker_id, col(Job.state) == "running")
+        .values(lease_owner=None, lease_expires_at=None, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -104,6 +104,18 @@ def test_an_expired_lease_returns_the_job_to_the_queue(engine: Engine) -> None:
     with Session(engine) as s:
         assert jobs.heartbeat(s, pk, "crashing", lease_seconds=30) is False  # it is not the crashed one's any more
         assert jobs.claim(s, "third", lease_seconds=30) is None
+    # the first worker wakes up and reports: it must not overwrite the job the second one now runs
+    with session_scope(engine) as s:
+        assert jobs.complete(s, pk, "crashing") is False
+        assert jobs.fail(s, pk, "crashing", "late error") is False
+    with Session(engine) as s:
+        job = s.get(Job, pk)
+        assert job is not None and (job.state, job.lease_owner, job.last_error) == ("running", "other", None)
+    with session_scope(engine) as s:
+        assert jobs.complete(s, pk, "other") is True
+    with Session(engine) as s:
+        job = s.get(Job, pk)
+        assert job is not None and (job.state, job.lease_owner) == ("done", None)
 
 
 @pytest.mark.integration
@@ -130,7 +142,8 @@ def test_a_sync_left_by_a_dead_worker_is_finished_by_another(fake_hub: FakeHub, 
 
 
 @pytest.mark.integration
-def test_a_job_that_lost_every_worker_fails_its_request(fake_hub: FakeHub, hubgate: Hubgate) -> None:
+def test_a_job_that_lost_every_worker_fails_its_request(fake_hub: FakeHub, hubgate: Hubgate,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     repo = unique_repo("lost")
     fake_hub.create_repo(repo, small_files(61))
     pk = hubgate.request(repo)["id"]
@@ -146,9 +159,26 @@ def test_a_job_that_lost_every_worker_fails_its_request(fake_hub: FakeHub, hubga
         with session_scope(engine) as s:
             workflow.start(s, pk)
     time.sleep(0.4)
+    # failing the request breaks (say the DB drops): the job is not reaped either, so nothing is stranded
+    real_fail = workflow.fail
+
+    def broken_fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(workflow, "fail", broken_fail)
+    with pytest.raises(RuntimeError):
+        hubgate.worker._reap()
+    with Session(engine) as s:
+        reaped = s.get(Job, job.pk)
+        assert reaped is not None and reaped.state == "running"
+    assert hubgate.get_request(pk)["state"] == "syncing"
+    monkeypatch.setattr(workflow, "fail", real_fail)
     hubgate.sync()
     doc = hubgate.get_request(pk)
     assert doc["state"] == "failed", (doc["state"], job.attempts)
+    with Session(engine) as s:
+        reaped = s.get(Job, job.pk)
+        assert reaped is not None and reaped.state == "failed"
     assert hubgate.api("POST", f"/requests/{pk}/retry").status_code == 200
 
 
