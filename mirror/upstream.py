@@ -169,16 +169,26 @@ class HubUpstream:
         files: list[UpstreamFile] = []
         while url:
             response = self._send("GET", url)
-            entries = response.json()
+            try:
+                entries = response.json()
+            except ValueError as exc:
+                raise UpstreamError(f"Upstream answered non-JSON for {url}") from exc
+            if not isinstance(entries, list):
+                raise UpstreamError(f"Upstream tree of {repo.id}@{commit} is not a list")
             for e in entries:
-                if e.get("type") != "file":
+                if not isinstance(e, dict) or e.get("type") != "file":
                     continue
-                lfs = e.get("lfs") or None
                 try:
                     path = validate_path(str(e["path"]))
                 except HubgateError as exc:
                     raise UpstreamError(f"Upstream lists an unsafe path in {repo.id}: {exc.message}") from exc
-                files.append(UpstreamFile(path, int(e["size"]), str(e["oid"]), str(lfs["oid"]) if lfs else None))
+                except KeyError as exc:
+                    raise UpstreamError(f"Upstream tree of {repo.id}@{commit} has a file without a path") from exc
+                try:
+                    lfs = e.get("lfs") or None
+                    files.append(UpstreamFile(path, int(e["size"]), str(e["oid"]), str(lfs["oid"]) if lfs else None))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise UpstreamError(f"Upstream tree entry {path} of {repo.id}@{commit} is malformed: {exc!r}") from exc
             url = response.links.get("next", {}).get("url")
         return files
 
