@@ -172,7 +172,7 @@ class Syncer:
                     fut.cancel()
 
     # the whole job
-    def run(self, request_pk: int, heartbeat: Callable[[], None] = lambda: None) -> Manifest:
+    def run(self, request_pk: int) -> Manifest:
         """Sync a request end to end. Raises on any failure, with nothing published."""
         self.connect()
         with session_scope(self.engine) as session:
@@ -208,7 +208,6 @@ class Syncer:
                                                     lfs=f.lfs_sha256 is not None)
                     progress.add(files=1)
                 self._report(request_pk, progress)
-                heartbeat()
         manifest = Manifest(
             repo_type=repo.type, repo_id=repo.id, commit=commit,
             created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -20,7 +20,7 @@ from registry.errors import HubgateError, InvalidTransitionError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], Callable[[], None]], None]
+Handler = Callable[[dict[str, Any]], None]
 
 
 class Worker:
@@ -32,10 +32,10 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _sync(self, payload: dict[str, Any], heartbeat: Callable[[], None]) -> None:
+    def _sync(self, payload: dict[str, Any]) -> None:
         request_pk = int(payload["request"])
         try:
-            self.syncer.run(request_pk, heartbeat)
+            self.syncer.run(request_pk)
         except Exception as exc:
             message = exc.message if isinstance(exc, HubgateError) else f"{type(exc).__name__}: {exc}"
             log.error("sync of request %d failed: %s", request_pk, message)
@@ -71,7 +71,7 @@ class Worker:
             if handler is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
             beat.start()
-            handler(job.payload, beat.beat)
+            handler(job.payload)
         except Exception as exc:  # the request already carries the error; the job just records it
             with session_scope(self.engine) as session:
                 finished = jobs.fail(session, job.pk, self.worker_id, str(exc))
@@ -116,9 +116,6 @@ class _Heartbeat:
 
     def start(self) -> None:
         self._thread.start()
-
-    def beat(self) -> None:
-        pass  # the thread renews on its own; handlers may call this for liveness checks
 
     def _run(self) -> None:
         while not self._stop.wait(self._lease / 3):

@@ -57,15 +57,14 @@ def upgrade(engine: Engine) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def make_engine(settings: DatabaseSettings, *, migrate: bool = True) -> Engine:
+def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the engine and upgrade the schema to the newest migration."""
     is_sqlite = settings.url.startswith("sqlite")
     kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
     engine = create_engine(settings.url, echo=settings.echo, **kwargs)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    if migrate:
-        upgrade(engine)
+    upgrade(engine)
     return engine
 
 

@@ -15,8 +15,8 @@ from sqlmodel import Session, col, select
 from registry.models import Job, utcnow
 
 
-def enqueue(session: Session, kind: str, payload: dict[str, Any], *, max_attempts: int = 3) -> Job:
-    job = Job(kind=kind, payload=payload, max_attempts=max_attempts)
+def enqueue(session: Session, kind: str, payload: dict[str, Any]) -> Job:
+    job = Job(kind=kind, payload=payload)
     session.add(job)
     session.flush()
     return job

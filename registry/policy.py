@@ -6,7 +6,7 @@ Pure functions over ``RepoFacts``; the mirror layer gathers the facts from the u
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from registry.settings import PolicySettings
@@ -37,7 +37,6 @@ class RepoFacts:
     files: tuple[FileFact, ...]
     auto_map: bool = False
     base_models: tuple[BaseModelFact, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def select_files(paths: list[str], allow: list[str] | None, ignore: list[str] | None) -> list[str]:

@@ -18,13 +18,12 @@ from registry.models import MirrorRequest, utcnow
 from registry.types import RepoRef
 
 SYNC_JOB = "sync"
-STATES = ("pending", "approved", "syncing", "available", "rejected", "failed")
 
 # action -> (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "approve": (frozenset({"pending"}), "approved"),
     "reject": (frozenset({"pending", "failed"}), "rejected"),
-    "start": (frozenset({"approved", "syncing"}), "syncing"),  # syncing: a new worker took over a lost lease
+    "start": (frozenset({"approved"}), "syncing"),  # start() keeps a request already syncing (a lost lease taken over)
     "finish": (frozenset({"syncing"}), "available"),
     "fail": (frozenset({"approved", "syncing"}), "failed"),
     "retry": (frozenset({"failed"}), "approved"),
