@@ -38,9 +38,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("hubgate serving on http://%s:%d", settings.host, settings.port)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
     if settings.workers > 1:
-        from registry.db import make_engine
+        from api.app import build_services
+        from registry import secrets
 
-        make_engine(settings.database).dispose()  # migrate once, before the workers start
+        # Once, before the workers start: migrate the DB and create the instance's signing and secret
+        # keys, so that workers starting at once neither race to write them nor sign with different keys.
+        svc = build_services(settings)
+        secrets.load_or_create_key(settings.key_file)
+        svc.close()
+        svc.engine.dispose()
         uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
