@@ -105,7 +105,7 @@ def _publish_in_db(
 ) -> snapshots.PublishResult:
     with session_scope(engine) as session:
         if default_main and not any(r.name == "main" for r in refs):
-            repo_row = snapshots.get_or_create_repo(session, manifest.repo)
+            repo_row = snapshots.get_or_create_repo(session, manifest.repo, created_at=manifest.created_datetime)
             if session.get(Ref, (repo_row.pk, "main")) is None:
                 refs.append(parse_ref("main"))
         result = snapshots.publish(session, manifest, manifest_digest=digest, info=info, refs=refs,

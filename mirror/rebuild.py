@@ -69,7 +69,8 @@ def rebuild_index(engine: Engine, store: BlobStore, *, force: bool = False, acto
             except (ObjectNotFoundError, HubgateError) as exc:  # a dangling ref copy is skipped
                 log.warning("skipping ref %s: %s", key, exc)
                 report.skipped += 1
-        missing = {f.sha256 for m in manifests for f in m.files if not store.has(f.sha256)}
+        used = {f.sha256 for m in manifests for f in m.files}  # each blob checked once, however often used
+        missing = {sha for sha in used if not store.has(sha)}
         report.unavailable = snapshots.set_state_for_blobs(session, missing, "unavailable", actor=actor)
         audit.record(session, actor, "catalog.rebuild", "catalog", snapshots=report.snapshots, refs=report.refs)
     return report

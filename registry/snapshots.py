@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from registry import audit
@@ -23,10 +24,11 @@ class PublishResult:
     refs_moved: list[str] = field(default_factory=list)
 
 
-def get_or_create_repo(session: Session, repo: RepoRef, *, created_at: datetime | None = None) -> Repo:
+def get_or_create_repo(session: Session, repo: RepoRef, *, created_at: datetime) -> Repo:
+    """The repo's row; a new one takes ``created_at`` (its first manifest's time: a rebuilt catalog agrees)."""
     row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
     if row is None:
-        row = Repo(repo_type=repo.type.value, repo_id=repo.id, created_at=created_at or utcnow())
+        row = Repo(repo_type=repo.type.value, repo_id=repo.id, created_at=created_at)
         session.add(row)
         session.flush()
     return row
@@ -193,7 +195,5 @@ def unavailable_snapshots(session: Session) -> list[tuple[RepoRef, str]]:
 
 def clear_catalog(session: Session) -> None:
     """Delete every repo, snapshot, file row and ref (rebuild-index starts from nothing)."""
-    for model in (Ref, SnapshotFile, Snapshot, Repo):
-        for row in session.exec(select(model)).all():
-            session.delete(row)
-    session.flush()
+    for model in (Ref, SnapshotFile, Snapshot, Repo):  # children first; one statement per table
+        session.execute(delete(model))

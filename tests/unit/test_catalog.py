@@ -192,7 +192,7 @@ def test_a_tag_does_not_replace_the_branch_of_the_same_name(engine: Engine) -> N
 def test_set_ref_to_unpublished_commit(engine: Engine) -> None:
     publish(engine, make_manifest(commit=C1), "main")
     with session_scope(engine) as session:
-        repo_row = snapshots.get_or_create_repo(session, REPO)
+        repo_row = snapshots.existing_repo(session, REPO)
         with pytest.raises(RevisionNotFoundError):
             snapshots.set_ref(session, repo_row, parse_ref("main"), C3)
     assert resolve(engine, "main").commit == C1

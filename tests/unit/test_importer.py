@@ -483,3 +483,17 @@ def test_a_publish_that_loses_a_race_for_the_same_commit_keeps_the_winners_manif
     monkeypatch.undo()
     assert real_get_manifest(REPO, winner.commit) == winner  # still there for rebuild-index and exports
     assert store.driver.stat(layout.provenance_key(REPO, winner.commit)) is not None
+
+
+def test_a_repo_first_published_with_a_default_main_is_dated_by_its_manifest(
+        engine: Engine, store: BlobStore, folder: Path) -> None:
+    """As a sync publishes: the repo row's time is the manifest's, so a catalog rebuilt from the store agrees."""
+    from mirror.publishing import publish_manifest
+
+    source = import_folder(engine, store, folder, REPO).manifest
+    other = RepoRef.parse("model", "acme/synced")
+    manifest = source.model_copy(update={"repo_id": other.id, "created_at": "2024-01-02T03:04:05.000000Z"})
+    publish_manifest(engine, store, manifest, default_main=True)
+    with Session(engine) as session:
+        view = catalog.resolve(session, other, "main")
+    assert view.repo_created_at.replace(tzinfo=None) == manifest.created_datetime.replace(tzinfo=None)
