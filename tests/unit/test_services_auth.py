@@ -35,9 +35,8 @@ def _gather(svc: Services, token: str, n: int) -> list[object]:
     return results
 
 
-def test_concurrent_requests_with_one_token_share_one_lookup(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    with session_scope(svc.engine) as session:
-        token = tokens.create(session, name="gpu-nodes", role="reader", actor=audit.SYSTEM).token
+def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens looked up in the DB, in order."""
     lookups: list[str] = []
     real = tokens.authenticate
 
@@ -46,6 +45,13 @@ def test_concurrent_requests_with_one_token_share_one_lookup(svc: Services, monk
         return real(session, token)
 
     monkeypatch.setattr(tokens, "authenticate", counting)
+    return lookups
+
+
+def test_concurrent_requests_with_one_token_share_one_lookup(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    with session_scope(svc.engine) as session:
+        token = tokens.create(session, name="gpu-nodes", role="reader", actor=audit.SYSTEM).token
+    lookups = _count_lookups(monkeypatch)
     results = _gather(svc, token, 50)
     assert [(a.name, a.role) for a in results] == [("gpu-nodes", "reader")] * 50  # type: ignore[attr-defined]
     assert len(lookups) == 1
@@ -53,13 +59,6 @@ def test_concurrent_requests_with_one_token_share_one_lookup(svc: Services, monk
 
 
 def test_an_unknown_token_is_none_and_cached_as_such(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    lookups: list[str] = []
-    real = tokens.authenticate
-
-    def counting(session, token):  # type: ignore[no-untyped-def]
-        lookups.append(token)
-        return real(session, token)
-
-    monkeypatch.setattr(tokens, "authenticate", counting)
+    lookups = _count_lookups(monkeypatch)
     assert _gather(svc, "hg_nope_nope", 10) == [None] * 10
     assert len(lookups) == 1
