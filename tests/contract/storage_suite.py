@@ -2,10 +2,6 @@
 
 ``test_drivers.py`` runs these classes once per driver. A subclass provides one fixture,
 ``harness``: a :class:`Harness` around a fresh, empty store.
-
-A behaviour a driver is known to break is marked with :func:`known_bug` inside the test: a
-strict xfail, so the suite stays green while the bug is open and fails loudly (XPASS) the
-day it is fixed, so that the marker gets removed.
 """
 
 from __future__ import annotations
@@ -43,12 +39,6 @@ class Harness:
     pending_uploads: Callable[[], list[str]]  # in-flight writes (local temp files, S3 multipart uploads)
     pending_upload_keys: Callable[[], list[str] | None]  # target keys of in-flight writes, None if unknowable
     outside_dir: Path | None = None  # the folder just above a local store: nothing may ever land there
-
-
-def known_bug(request: pytest.FixtureRequest, harness: Harness, kinds: set[str], reason: str,
-              raises: type[BaseException] | tuple[type[BaseException], ...] = (AssertionError, pytest.fail.Exception)) -> None:
-    if harness.kind in kinds:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=raises, reason=f"hubgate bug ({harness.kind}): {reason}"))
 
 
 def _read_all(f) -> bytes:  # type: ignore[no-untyped-def]
