@@ -1,42 +1,101 @@
 """The ``hubgate`` command. Each command loads settings, builds services, calls one function, prints the result.
 
-Exit codes: 0 success, 1 operational failure, 2 usage or configuration error, 3 verification failure.
+Exit codes (api/exit_codes.py, the one table): 0 success, 1 operational failure, 2 usage or configuration
+error (a missing file, a bad setting, an unusable database, data dir or port), 3 verification failure,
+4 content blocked by the scan (nothing of it published), 5 refused (token missing, invalid or too weak).
+
+Imports are lazy (inside the commands): ``hubgate --help`` must not load the web framework, the database
+layer or cryptography. With HUBGATE_URL set, the request/decision/token/grant/audit commands call that
+server's REST API (api/cli_remote.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from api.settings import ConfigError, Settings, load
-from mirror.bundles.format import BundleError
-from mirror.errors import DigestMismatchError
-from mirror.signing import SignatureError
-from registry.errors import HubgateError, InvalidInputError
-from registry.types import RepoRef
+from api import cli_access, cli_remote, cli_scan, cli_xet
+from api.exit_codes import EXIT_BLOCKED, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, EXIT_VERIFY  # noqa: F401 (used by cli_*)
+from registry.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from api.settings import Settings
     from registry.audit import Actor
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+VERSION = "0.1.0"
 
 
-def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    return load(args.config, **{k: v for k, v in overrides.items() if v is not None})
+def _settings(args: argparse.Namespace, **overrides: object) -> "Settings":
+    from api import logs
+    from api.settings import load
+
+    settings = load(getattr(args, "config", None), **{k: v for k, v in overrides.items() if v is not None})
+    logs.configure(settings.log_level, settings.log_format)  # HUBGATE_LOG_LEVEL/FORMAT, any case, every logger
+    return settings
+
+
+def _progress(args: argparse.Namespace, label: str) -> dict[str, object]:
+    """``progress=`` for a long operation: a bar on a terminal, periodic lines otherwise; nothing with --quiet."""
+    from api.progress import for_cli
+
+    bar = for_cli(label, quiet=bool(getattr(args, "quiet", False)))
+    return {} if bar is None else {"progress": bar}
+
+
+def parse_size(text: str) -> int:
+    """``4000000000``, ``4G``, ``500M``, ``4GiB``, ``1.5T``: bytes (k/M/G/T are powers of 1000, KiB/MiB/GiB/TiB of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: a number of bytes, or with k, M, G or T (4G, 500M, 2GiB)")
+    number, unit, binary = float(m.group(1)), m.group(2).upper(), m.group(3)
+    scale = (1024 if binary else 1000) ** " KMGT".index(unit or " ")
+    return int(number * scale)
+
+
+def existing_path(text: str) -> Path:
+    """An argument naming a file or folder that must be there: a missing one is a usage error ("not found")."""
+    path = Path(text)
+    if not path.exists() and not _volume_list_of(path).exists():
+        raise argparse.ArgumentTypeError(f"{text}: not found")
+    return path
+
+
+def _volume_list_of(path: Path) -> Path:
+    stem, dot, number = path.name.rpartition(".")
+    base = path.with_name(stem) if dot and number.isdigit() else path
+    return base.with_name(base.name + ".volumes.json")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
     from api.app import create_app
+    from api.hub.streaming import MIN_CHUNK_SIZE, pin_malloc_threshold
+    from api.protocol import LimitedHttpToolsProtocol
 
     settings = _settings(args, host=args.host, port=args.port)
-    logging.getLogger(__name__).info("hubgate serving on http://%s:%d", settings.host, settings.port)
-    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    _check_port(settings.host, settings.port)  # one line naming the setting, not uvicorn's exit 3
+    # Freed stream buffers go back to the system (api/hub/streaming.py); worker processes inherit it.
+    pin_malloc_threshold()
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MIN_CHUNK_SIZE))
+    # httptools, plus the header-size and header-time limits it lacks (api/protocol.py)
+    http = functools.partial(LimitedHttpToolsProtocol, max_header_bytes=settings.max_header_bytes,
+                             header_timeout=settings.header_timeout_seconds)
+    # log_config=None: our handler (api/logs.py, installed by _settings; app_from_env in each worker process)
+    # stays the only one; uvicorn's access log is off because api/observability.py writes hubgate's own.
+    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, http=http,
+                  ws="none",  # no WebSocket route: an Upgrade is just an HTTP request
+                  log_config=None,
+                  timeout_graceful_shutdown=settings.shutdown_timeout_seconds)  # a slow download must not hold SIGTERM
     if settings.workers > 1:
         from api.app import build_services
         from registry import secrets
@@ -47,10 +106,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secrets.load_or_create_key(settings.key_file)
         svc.close()
         svc.engine.dispose()
-        uvicorn.run("api.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        _run_uvicorn(uvicorn, "api.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        _run_uvicorn(uvicorn, create_app(settings), **common)
     return EXIT_OK
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind the address as uvicorn will (SO_REUSEADDR), then let it go: refuse a port in use in one line."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror} "
+                                    "(another process has it? set HUBGATE_PORT / --port, or HUBGATE_HOST / --host)") from exc
+
+
+def _run_uvicorn(uvicorn: Any, app: Any, **options: Any) -> None:
+    try:
+        uvicorn.run(app, **options)
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot start: that is not "verification failed"
+        if exc.code not in (0, None):
+            from registry.errors import HubgateError
+
+            raise HubgateError(f"the server could not start (uvicorn exit {exc.code}; see the log above)") from None
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -64,10 +149,16 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from api.app import build_services
     from mirror.importer import import_folder
 
+    from registry.types import RepoRef
+
     repo = RepoRef.parse(args.repo_type, args.repo)
     svc = build_services(_settings(args))
+    from mirror.scan.gate import Gate
+
     result = import_folder(svc.engine, svc.store, Path(args.path), repo, revision=args.revision, refs=args.ref or None,
-                           signer=svc.signer, instance=svc.settings.instance_name)
+                           signer=svc.signer, instance=svc.settings.instance_name,
+                           gate=Gate(svc.store, svc.settings.scan_limits, signer=svc.signer), actor=_cli_actor(),
+                           approve_code=args.approve_code, xet=cli_xet.builder(svc), **_progress(args, "import"))
     m = result.manifest
     state = "imported" if result.publish.created else "already present"
     refs = ", ".join(result.publish.refs_moved) or "none moved"
@@ -82,6 +173,8 @@ def _add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--repo-type", default="model", choices=["model", "dataset"])
     p.add_argument("--revision", help="40-hex commit sha (default: derived from the content)")
     p.add_argument("--ref", action="append", help="ref to point at the commit (repeatable; default main)")
+    p.add_argument("--approve-code", action="store_true",
+                   help="you reviewed the folder's code files (*.py, …): record your approval of them, by sha256")
     p.set_defaults(func=_cmd_import)
 
 
@@ -112,20 +205,27 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     from registry.db import session_scope
 
     svc = build_services(_settings(args))
+    days = None if args.no_expiry else args.expires_days or svc.settings.token_expiry_days
     with session_scope(svc.engine) as session:
-        t = tokens.create(session, name=args.name, role=args.role, actor=_cli_actor())
-    print(f"token {t.token_id} ({t.role}) for {t.name}; shown once, store it now:")
+        t = tokens.create(session, name=args.name, role=args.role, actor=_cli_actor(), key=svc.token_key,
+                          expires_days=days)
+    expiry = f"expires {t.expires_at:%Y-%m-%d %H:%M} UTC" if t.expires_at else "never expires"
+    print(f"token {t.token_id} ({t.role}) for {t.name}, {expiry}; shown once, store it now:")
     print(t.token)
     return EXIT_OK
 
 
 def _add_token_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("token", help="API tokens")
+    p = sub.add_parser("token", aliases=["tokens"], help="API tokens (also: hubgate tokens)")
     tsub = p.add_subparsers(dest="token_command", required=True)
     c = tsub.add_parser("create", help="create a token (its secret is printed once)")
     c.add_argument("--role", required=True, choices=["reader", "requester", "admin"])
     c.add_argument("--name", default="admin", help="who the token is for")
+    expiry = c.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-days", type=int, help="valid this many days (default HUBGATE_TOKEN_EXPIRY_DAYS)")
+    expiry.add_argument("--no-expiry", action="store_true", help="never expires (an explicit choice)")
     c.set_defaults(func=_cmd_token_create)
+    cli_access.add_token_commands(tsub)
 
 
 def _cmd_request(args: argparse.Namespace) -> int:
@@ -187,10 +287,11 @@ def _cmd_requests(args: argparse.Namespace) -> int:
 
 def _add_requests_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("requests", help="list mirror requests; carry them across the air gap (export/import)")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "export", "import"],
-                   help="export: write the pending offline requests to FILE; import: create them here from FILE")
-    p.add_argument("file", nargs="?", help="requests file for export/import")
-    p.add_argument("--state", choices=["pending", "approved", "syncing", "available", "rejected", "failed"])
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "export", "import"],
+                   help="show ID: one request (findings, changes, progress, error); export: write the pending "
+                        "offline requests to FILE; import: create them here from FILE")
+    p.add_argument("file", nargs="?", help="request ID for show; requests file for export/import")
+    p.add_argument("--state", choices=["pending", "approved", "syncing", "available", "rejected", "failed", "blocked"])
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=_cmd_requests)
 
@@ -204,6 +305,9 @@ def _decide(args: argparse.Namespace, action: str) -> int:
     with session_scope(svc.engine) as session:
         if action == "reject":
             req = workflow.reject(session, args.id, _cli_actor(), args.reason)
+        elif action == "approve":
+            req = workflow.approve(session, args.id, _cli_actor(), reason=args.reason,
+                                   require_second_approver=svc.settings.require_second_approver)
         else:
             req = getattr(workflow, action)(session, args.id, _cli_actor())
     _print_request(req)
@@ -212,11 +316,14 @@ def _decide(args: argparse.Namespace, action: str) -> int:
 
 def _add_decision_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for action, text in (("approve", "approve a pending request (queues its sync)"),
-                         ("reject", "reject a pending request"), ("retry", "retry a failed request")):
+                         ("reject", "reject a pending, failed or blocked request"),
+                         ("retry", "retry a failed or blocked request")):
         p = sub.add_parser(action, help=text)
         p.add_argument("id", type=int, help="request id")
         if action == "reject":
             p.add_argument("--reason", required=True)
+        if action == "approve":
+            p.add_argument("--reason", help="why (required when the licence is missing or 'other')")
         p.set_defaults(func=lambda a, action=action: _decide(a, action))
 
 
@@ -227,14 +334,24 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from api.app import build_services, build_worker
 
     settings = _settings(args)
-    worker = build_worker(build_services(settings))
+    svc = build_services(settings)
+    worker = build_worker(svc)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     worker.start(args.threads or settings.worker_threads)
     logging.getLogger(__name__).info("worker %s running", worker.worker_id)
+    if settings.worker_metrics_port:  # the worker's own counters (syncs, upstream retries) for Prometheus
+        from api.observability import serve_worker_metrics
+
+        serve_worker_metrics(settings, svc)
     done.wait()
-    worker.stop()
+    log = logging.getLogger(__name__)
+    log.info("worker %s stopping: no new jobs; waiting up to %gs for running ones", worker.worker_id,
+             settings.shutdown_timeout_seconds)
+    if not worker.stop(settings.shutdown_timeout_seconds):
+        log.warning("jobs still running after HUBGATE_SHUTDOWN_TIMEOUT_SECONDS=%g: exiting; they return to the "
+                    "queue when their lease expires", settings.shutdown_timeout_seconds)
     return EXIT_OK
 
 
@@ -297,7 +414,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     svc = build_services(_settings(args))
     report = scrub.scrub(svc.engine, svc.store, sample=args.sample, dry_run=args.dry_run, actor=_cli_actor(),
-                         bytes_per_second=args.rate_mb * 1e6 if args.rate_mb else None)
+                         bytes_per_second=args.rate_mb * 1e6 if args.rate_mb else None, **_progress(args, "verify"))
     print(f"checked {report.checked} blobs ({report.bytes_checked} bytes): "
           f"{len(report.corrupt)} corrupt, {len(report.missing)} missing")
     for sha in report.corrupt:
@@ -306,11 +423,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"missing  {sha}")
     for name in report.snapshots_unavailable:
         print(f"unavailable  {name}")
+    xet_ok = cli_xet.verify_and_print(svc, sample=args.sample, dry_run=args.dry_run)  # xorbs too (mirror/xet/)
     if args.repair:
-        for name in scrub.repair_from_upstream(svc.engine, svc.store, build_worker(svc).syncer):
+        worker = build_worker(svc)
+        for name in scrub.repair_from_upstream(svc.engine, svc.store, worker.syncer, gate=worker.syncer.gate):
             print(f"repaired  {name}")
         return EXIT_OK
-    return EXIT_OK if report.ok else EXIT_VERIFY
+    return EXIT_OK if report.ok and xet_ok else EXIT_VERIFY
 
 
 def _add_verify_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -328,18 +447,23 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
     svc = build_services(_settings(args))
     report = gc.collect(svc.engine, svc.store, grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run,
-                        actor=_cli_actor())
+                        actor=_cli_actor(), **_progress(args, "gc"))
     verb = "would free" if args.dry_run else "freed"
+    if args.dry_run:
+        for item in report.items:
+            print(f"would delete  {item.kind:<7} {item.name}  {item.size} bytes  {item.age_seconds / 3600:.1f} h old")
     print(f"{report.referenced} blobs referenced; {len(report.swept)} unreferenced blobs and "
           f"{report.uploads_swept} stale uploads swept; {verb} {report.bytes_freed} bytes; "
-          f"{report.kept_young} young blobs kept")
+          f"{report.kept_young} young blobs kept; {report.partials_swept} abandoned partial writes swept")
     return EXIT_OK
 
 
 def _add_gc_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("gc", help="delete blobs no manifest references (older than a grace period)")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--grace-hours", type=float, default=24.0, help="keep unreferenced blobs younger than this")
+    p = sub.add_parser("gc", help="delete blobs no manifest references and abandoned partial writes "
+                                  "(older than a grace period)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted (key, size, age); delete nothing")
+    p.add_argument("--grace-hours", type=float, default=24.0,
+                   help="keep unreferenced blobs, uploads and partial writes younger than this")
     p.set_defaults(func=_cmd_gc)
 
 
@@ -367,13 +491,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     svc = build_services(settings)
+    from registry.types import RepoRef
+
     repos = [RepoRef.parse(args.repo_type, r) for r in args.repo] if args.repo else None
     if repos is None and not args.all and args.since is None:
         raise InvalidInputError("Say what to export: --repo ID (repeatable), --all, or --since PREVIOUS_BUNDLE")
     result = export_bundle(
         svc.engine, svc.store, svc.signer, Path(args.out), repos=repos,
         since=Path(args.since) if args.since else None, form=args.form, volume_size=args.volume_size,
-        instance=settings.instance_name,
+        instance=settings.instance_name, **_progress(args, "export"),
     )
     print(f"exported {len(result.snapshots)} snapshots and {result.blobs} blobs ({result.blob_bytes} bytes) "
           f"as {result.form}; index sha256 {result.index_sha256}, signed by {result.key_id[:16]}")
@@ -388,9 +514,10 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--repo", action="append", help="only this repo (repeatable)")
     p.add_argument("--repo-type", default="model", choices=["model", "dataset"], help="type of the --repo ids")
     p.add_argument("--all", action="store_true", help="every published snapshot")
-    p.add_argument("--since", help="a previous bundle (or its kept index): carry only what it did not")
+    p.add_argument("--since", type=existing_path, help="a previous bundle (or its kept index): carry only what it did not")
     p.add_argument("--form", default="dir", choices=["dir", "tar"])
-    p.add_argument("--volume-size", type=int, help="split the tar into volumes of this many bytes (removable media)")
+    p.add_argument("--volume-size", type=parse_size,
+                   help="split the tar into volumes of this size (removable media): bytes, or 4G, 500M, 2GiB")
     p.set_defaults(func=_cmd_export)
 
 
@@ -399,28 +526,74 @@ def _cmd_import_bundle(args: argparse.Namespace) -> int:
     from mirror.bundles import import_bundle, load_trusted_keys
 
     settings = _settings(args)
+    for key in settings.trusted_keys:  # a missing key file is a setting to fix, not a failed verification
+        if not Path(key).is_file():
+            raise InvalidInputError(f"HUBGATE_TRUSTED_KEYS names {key}: not found")
     svc = build_services(settings)
+    from mirror.scan.gate import Gate
+
     result = import_bundle(svc.engine, svc.store, Path(args.path), trusted=load_trusted_keys(settings.trusted_keys),
-                           actor=_cli_actor())
+                           actor=_cli_actor(), gate=Gate(svc.store, settings.scan_limits, signer=svc.signer),
+                           xet=cli_xet.builder(svc), **_progress(args, "import-bundle"))
     print(f"bundle from {result.source_instance} (key {result.key_id[:16]}): {len(result.published)} snapshots "
           f"published, {len(result.unchanged)} unchanged, refs moved: {result.refs_moved or 'none'}; "
           f"{result.blobs_copied} blobs copied ({result.bytes_copied} bytes), {result.blobs_skipped} already here")
-    return EXIT_OK
+    cli_remote.print_import_outcome(result)
+    for name, why in result.blocked.items():
+        print(f"blocked  {name}: {why}", file=sys.stderr)
+    return EXIT_BLOCKED if result.blocked else EXIT_OK
 
 
 def _add_import_bundle_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("import-bundle", help="verify a bundle against HUBGATE_TRUSTED_KEYS and publish its snapshots")
-    p.add_argument("path", help="bundle folder, bundle.tar, bundle.tar.volumes.json or one of its volumes")
+    p.add_argument("path", type=existing_path,
+                   help="bundle folder, bundle.tar, bundle.tar.volumes.json or one of its volumes")
     p.set_defaults(func=_cmd_import_bundle)
 
 
+EXIT_CODES_HELP = """exit codes: 0 ok; 1 the operation failed; 2 usage or configuration (bad arguments or setting, a file
+not found, an unusable database, data dir or port); 3 verification failed; 4 content blocked by the scan;
+5 refused (token missing, invalid, expired or role too low).
+
+remote mode: with HUBGATE_URL (and HUBGATE_TOKEN or HF_TOKEN) the request, requests, approve, reject, retry,
+token(s), grants, groups, repos, audit export, approve-code and override commands call that server's REST
+API as the token's user; --local forces this machine's database (bootstrap: token create --role admin)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hubgate", description="Hugging Face Hub mirror and registry")
-    parser.add_argument("--config", type=Path, help="TOML settings file (HUBGATE_CONFIG)")
+    parser = argparse.ArgumentParser(prog="hubgate", description="Hugging Face Hub mirror and registry",
+                                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="TOML settings file (HUBGATE_CONFIG); accepted after the command too")
+    parser.add_argument("--version", action="version", version=f"hubgate {VERSION}")
+    parser.add_argument("--local", action="store_true",
+                        help="use this machine's database even when HUBGATE_URL is set (accepted after the command too)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output (accepted after the command too)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _PARSERS:
         add(sub)
+    cli_remote.attach(sub)
+    _everywhere(parser)
     return parser
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--local`` and ``--quiet`` after any (sub)command too, as operators type them."""
+    seen: set[int] = set()
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            if id(child) in seen:  # an alias shares its parser
+                continue
+            seen.add(id(child))
+            names = {o for a in child._actions for o in a.option_strings}
+            if "--config" not in names:
+                child.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            if "--local" not in names:
+                child.add_argument("--local", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            if "--quiet" not in names and "-q" not in names:
+                child.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            _everywhere(child)
 
 
 _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore[type-arg]
@@ -438,27 +611,28 @@ _PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [  # type: ignore
     _add_rebuild_parser,
     _add_export_parser,
     _add_import_bundle_parser,
+    *cli_scan.PARSERS,
+    *cli_xet.PARSERS,
+    *cli_access.PARSERS,
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from api import logs
+    from api.exit_codes import classify
+
+    logs.configure_from_environ()  # until the settings are loaded (then from them: _settings)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
-        print(f"hubgate: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except InvalidInputError as exc:
-        print(f"hubgate: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DigestMismatchError, BundleError, SignatureError) as exc:
-        print(f"hubgate: verification failed: {exc.message}", file=sys.stderr)
-        return EXIT_VERIFY
-    except HubgateError as exc:
-        print(f"hubgate: {exc.message}", file=sys.stderr)
-        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("hubgate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - classify() re-raises what it does not know (a bug: traceback)
+        code, message = classify(exc)
+        logging.getLogger("hubgate.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"hubgate: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

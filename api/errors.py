@@ -15,15 +15,19 @@ from registry.errors import (
     ConflictError,
     EntryNotFoundError,
     HubgateError,
+    ContentBlockedError,
     InvalidInputError,
+    JustificationRequiredError,
     NotFoundError,
     PolicyBlockedError,
     RepoNotFoundError,
     RevisionNotFoundError,
     SnapshotUnavailableError,
 )
+from api.ratelimit import RateLimitedError
+from registry.access import GatedRepoAuthRequiredError, GatedRepoError
 from registry.secrets import SecretKeyError
-from registry.tokens import NotAuthenticatedError, PermissionDeniedError
+from registry.tokens import NotAuthenticatedError, PermissionDeniedError, TokenExpiredError
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,15 @@ ERROR_TABLE: dict[type[HubgateError], tuple[int, str | None]] = {
     DigestMismatchError: (422, None),
     BlobNotFoundError: (503, None),
     StorageError: (503, None),
+    TokenExpiredError: (401, None),  # the client shows the message (a RepoNotFound code would hide it)
     NotAuthenticatedError: (401, wire.REPO_NOT_FOUND),  # what the Hub sends an anonymous client
+    GatedRepoAuthRequiredError: (401, wire.GATED_REPO),  # huggingface_hub raises GatedRepoError for both
+    GatedRepoError: (403, wire.GATED_REPO),
+    RateLimitedError: (429, None),
     PermissionDeniedError: (403, None),
     PolicyBlockedError: (422, None),
+    JustificationRequiredError: (422, None),
+    ContentBlockedError: (422, None),
     NotFoundError: (404, None),
     UpstreamNotFoundError: (404, None),
     UpstreamGatedError: (403, None),
@@ -66,13 +76,18 @@ async def hubgate_error_handler(request: Request, exc: Exception) -> JSONRespons
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     message = exc.message if status != 500 else "Internal error; an operator has been alerted"
+    retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else {}
     if request.url.path.startswith(ADMIN_PREFIX):
+        if status in (401, 403):
+            from api.auth import record_denied  # api.auth imports the services, which this module must not
+
+            await record_denied(request, exc, status)
         body: dict[str, object] = {"code": type(exc).__name__, "message": message}
         if isinstance(exc, PolicyBlockedError):
             body["findings"] = exc.findings
-        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(body, status_code=status, headers=extra)
-    headers = {"X-Error-Message": _header_safe(message)}
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return JSONResponse(body, status_code=status, headers=extra | retry)
+    headers = {"X-Error-Message": _header_safe(message)} | retry
     if code:
         headers[wire.X_ERROR_CODE] = code
     if isinstance(exc, EntryNotFoundError):

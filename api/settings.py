@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from ipaddress import ip_address
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,10 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mirror.egress import (
+    DEFAULT_REDIRECT_HOSTS, EgressPolicy, address_class, describe_address, ip_of, normalize_host, normalize_url,
+    parse_target, split_host_entry,
+)
 from mirror.settings import S3Settings, StorageSettings
 from registry.settings import DatabaseSettings, PolicySettings
 
@@ -44,7 +49,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `hubgate serve` binds")
     port: int = Field(8080, ge=0, le=65535, description="Port `hubgate serve` binds")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `hubgate serve`")
-    public_url: str | None = Field(None, description="Public origin for absolute URLs (pagination links); default: the request's")
+    public_url: str | None = Field(None, description="Public origin for absolute URLs (pagination links); default: the request's own, from an allowed Host (HUBGATE_ALLOWED_HOSTS)")
     tree_page_size: int = Field(1000, ge=1, le=10000, description="Entries per tree page (the Hub uses 1000)")
     list_page_size: int = Field(1000, ge=1, le=10000, description="Repos per /api/models page")
     ref_cache_seconds: float = Field(2.0, ge=0, le=3600, description="How long a branch -> commit answer is cached per process")
@@ -67,13 +72,45 @@ class Settings(BaseSettings):
     instance_name: str = Field("hubgate", min_length=1, max_length=100, description="This instance's name in provenance records and bundles")
     signing_key_file: Path | None = Field(None, description="ECDSA P-256 key that signs snapshots; default <data_dir>/signing-key.pem (created 0600)")
     trusted_keys: list[Path] = Field([], description="Public key files (PEM) whose bundles and signatures are trusted (comma-separated)")
+    scan_cpu_seconds: float = Field(60.0, ge=1, le=3600, description="CPU seconds the content scan may spend on one file before it is blocked")
+    scan_wall_seconds: float = Field(120.0, ge=1, le=7200, description="Wall-clock seconds the content scan may spend on one file before it is blocked")
+    scan_memory_mb: int = Field(2048, ge=256, le=65536, description="Address space of the sandboxed scan process, in MiB")
+    token_expiry_days: int = Field(90, ge=1, le=3650, description="Days a new token is valid unless created with another expiry (never only by an explicit --no-expiry)")
+    require_second_approver: bool = Field(False, description="Two-person rule: nobody approves their own request")
+    rate_limit_auth_failures_per_minute: int = Field(60, ge=0, description="Failed authentications per client address (0: no limit; per replica)")
+    rate_limit_requests_per_hour: int = Field(60, ge=0, description="Mirror requests a token may create (0: no limit; per replica)")
+    rate_limit_hub_reads_per_minute_per_address: int = Field(60000, ge=0, description="Hub API reads per client address (0: no limit; per replica)")
+    rate_limit_hub_reads_per_minute_per_token: int = Field(300000, ge=0, description="Hub API reads per token (0: no limit; per replica)")
+    allowed_hosts: list[str] = Field([], description="Host header values served (comma-separated: host, host:port, or *.domain for its subdomains); default: the bind address, localhost, 127.0.0.1, [::1], bare or with the bind port, and the HUBGATE_PUBLIC_URL host. Other Hosts get 400")
+    max_header_bytes: int = Field(65536, ge=4096, le=1048576, description="Largest request header block (request line and headers); larger gets 431 (`hubgate serve`)")
+    header_timeout_seconds: float = Field(20.0, ge=1, le=600, description="Seconds a client has to send a request's whole header block, else the connection is closed (slow-header clients; `hubgate serve`)")
+    upstream_redirect_hosts: list[str] = Field(list(DEFAULT_REDIRECT_HOSTS), description="Hosts the upstream may redirect downloads to, besides its own origin (comma-separated: host, host:port, or *.domain for its subdomains)")
+    upstream_allow_private: bool = Field(False, description="Allow an upstream, and redirect hosts named exactly, on loopback/private addresses (a tiered mirror inside the network)")
+    ui_session_hours: int = Field(12, ge=1, le=720, description="How long a sign-in to the web pages (/-/) lasts, in hours; a revoked or expired token ends it at once")
+    ui_page_size: int = Field(50, ge=10, le=500, description="Repos per page of the web catalog")
+    shutdown_timeout_seconds: float = Field(30.0, ge=1, le=3600, description="On SIGTERM, how long `hubgate serve` lets open requests finish and `hubgate worker` lets running jobs finish before exiting (a job left running returns to the queue when its lease expires); Kubernetes terminationGracePeriodSeconds must exceed it")
+    xet: Literal["off", "on"] = Field("off", description="on: build a Xet representation of large files at publish time and serve the Xet read protocol (refresh route, CAS, xorbs), so hf_xet clients download in parallel; off: no Xet header is ever sent")
+    xet_threshold_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Files of at least this many bytes get a Xet representation (HUBGATE_XET=on and `hubgate xet backfill`)")
+    xet_token_ttl_seconds: int = Field(900, ge=60, le=24 * 3600, description="Lifetime of the read tokens the xet-read-token route hands out (clients refresh them)")
+    log_format: Literal["text", "json"] = Field("text", description="text: one readable line per record; json: one JSON object per line (for a log collector). Every logger, uvicorn's and alembic's included, uses it")
+    access_log: bool = Field(True, description="One log line per HTTP request (request id, method, route, status, bytes, duration, actor; never a token) at the info level")
+    metrics: bool = Field(True, description="Count requests, bytes and latencies for Prometheus (/metrics); false: /metrics answers 404 and the request path counts nothing")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="`hubgate worker` serves Prometheus /metrics on this port (0: off); `hubgate serve` has /metrics on its own port")
+    url: str | None = Field(None, description="The hubgate server the CLI calls (remote mode): the request, decision, token, grant and audit commands then use its REST API as the user of HUBGATE_TOKEN")
+    token: str | None = Field(None, description="The token the CLI sends in remote mode (else HF_TOKEN)")
 
-    @field_validator("license_allowlist", "license_denylist", "auto_approve_orgs", "trusted_keys", mode="before")
+    @field_validator("license_allowlist", "license_denylist", "auto_approve_orgs", "trusted_keys", "allowed_hosts",
+                     "upstream_redirect_hosts", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         if isinstance(v, str):
             return [x.strip() for x in v.split(",") if x.strip()]
         return v
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v  # LOG_LEVEL=INFO, as operators write it
 
     @field_validator("upstream_url", mode="before")
     @classmethod
@@ -81,7 +118,24 @@ class Settings(BaseSettings):
         if v in ("", None):
             return None
         AnyHttpUrl(str(v))
-        return str(v).rstrip("/")
+        return normalize_url(str(v))  # refuses userinfo and other schemes; 127.1, 0x7f000001 -> 127.0.0.1
+
+    @field_validator("allowed_hosts", "upstream_redirect_hosts")
+    @classmethod
+    def _host_entries(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            name, port = split_host_entry(entry)
+            if not name or name == "*" or (port is not None and not 0 < port < 65536):
+                raise ValueError(f"{entry!r} is not a host, host:port or *.domain")
+        return [e.strip().lower() for e in v]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        AnyHttpUrl(v)
+        return v.rstrip("/")
 
     @field_validator("public_url")
     @classmethod
@@ -90,6 +144,20 @@ class Settings(BaseSettings):
             return v
         AnyHttpUrl(v)
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _upstream_address(self) -> "Settings":
+        if self.upstream_url is None:
+            return self
+        host = parse_target(self.upstream_url).host
+        ip = ip_address("127.0.0.1") if host == "localhost" else ip_of(host)
+        if ip is None:
+            return self  # a DNS name: its addresses are checked when connecting
+        kind = address_class(ip)
+        if kind == "forbidden" or (kind == "private" and not self.upstream_allow_private):
+            hint = " (an upstream inside the network needs HUBGATE_UPSTREAM_ALLOW_PRIVATE=true)" if kind == "private" else ""
+            raise ValueError(f"HUBGATE_UPSTREAM_URL {self.upstream_url} is a {describe_address(ip)} address{hint}")
+        return self
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> "Settings":
@@ -118,6 +186,23 @@ class Settings(BaseSettings):
             auto_approve_orgs=tuple(self.auto_approve_orgs), max_bytes=self.max_repo_bytes,
             block_pickle=self.block_pickle, block_remote_code=self.block_remote_code,
         )
+
+    @property
+    def scan_limits(self):  # type: ignore[no-untyped-def]  # mirror.scan.ScanLimits, imported lazily (fast CLI start)
+        from mirror.scan import ScanLimits
+
+        return ScanLimits(cpu_seconds=self.scan_cpu_seconds, wall_seconds=self.scan_wall_seconds,
+                          memory_bytes=self.scan_memory_mb * 1024 * 1024)
+
+    @property
+    def upstream_egress(self) -> EgressPolicy:
+        """Where the upstream client may connect; never to this instance itself."""
+        own = {(h, self.port) for h in (self.host, "localhost", "127.0.0.1", "::1")}
+        if self.public_url:
+            public = parse_target(self.public_url)
+            own.add((public.host, public.port))
+        return EgressPolicy(redirect_hosts=tuple(self.upstream_redirect_hosts), allow_private=self.upstream_allow_private,
+                            self_origins=frozenset((normalize_host(h), p) for h, p in own))
 
     @property
     def signing_key_path(self) -> Path:
@@ -183,11 +268,17 @@ def load(config_path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(f"{setting}: {err['msg']}") from exc
 
 
+def cli_token(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+    """The remote CLI's token: HUBGATE_TOKEN (the ``token`` setting), else the HF clients' HF_TOKEN."""
+    environ = os.environ if environ is None else environ
+    return settings.token or environ.get("HF_TOKEN") or None
+
+
 def reference_rows() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README table is checked against this."""
     rows = []
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "" if default is None or default == [] else str(default)
+        shown = "" if default is None or default == [] else ",".join(map(str, default)) if isinstance(default, list) else str(default)
         rows.append((f"HUBGATE_{name.upper()}", shown, field.description or ""))
     return rows

@@ -1,11 +1,16 @@
-"""Bundle export and import throughput for a 1 GiB snapshot on local storage, against a plain file copy.
+"""Ingest throughput for a 1 GiB snapshot on local storage: ``hubgate import`` of a folder, bundle export and
+``import-bundle``, against the limits of the box measured in the same run.
 
 Usage: python bench/bundle_bench.py [--size-mib 1024] [--repeat 3] [--dir /tmp]
 
-One run measures, on the same disk and the same bytes: ``shutil.copyfile`` of the snapshot's
-files (the baseline), ``export_bundle`` in the folder and tar forms, and ``import_bundle`` of
-each into a fresh local instance. Each figure is the median of ``--repeat`` rounds; every round
-writes to new files, so no step finds its output already in place. MB/s is 10^6 bytes per second.
+One run measures, on the same disk and the same bytes: the limits, ``shutil.copyfile`` of the snapshot's
+files, ``import_folder`` (what ``hubgate import`` runs) into a fresh local instance, ``export_bundle`` in
+the folder and tar forms, and ``import_bundle`` of each into a fresh local instance; the content scan runs
+in every import (its share is reported). The limits: the disk (writing the same number of new bytes,
+then fsync, as an import must) and hashing (sha256 and git sha1 side by side over memory, as the blob
+store does); an import cannot beat min(disk, hashing). Each figure is the median of ``--repeat`` rounds;
+every round writes to new files, so no step finds its output already in place. MB/s is 10^6 bytes per
+second. The load average and the CPU other processes used are printed with every round.
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ from registry.types import RepoRef  # noqa: E402
 
 
 def make_snapshot(folder: Path, size: int) -> int:
-    """One big LFS file (random bytes, so nothing compresses) and a small config; returns the total size."""
+    """One big LFS file (a valid safetensors of random bytes, so nothing compresses and the content scan
+    passes it) and a small config; returns the total size."""
     folder.mkdir(parents=True)
     chunk = os.urandom(16 * 1024 * 1024)
+    header_len = 128
+    n = size - 8 - header_len
+    header = f'{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}'.encode().ljust(header_len, b" ")
     with open(folder / "model.safetensors", "wb") as f:
-        left = size
+        f.write(header_len.to_bytes(8, "little") + header)
+        left = n
         while left:
             part = chunk[: min(left, len(chunk))]
             f.write(part)
@@ -66,6 +76,66 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def disk_seconds(folder: Path, size: int) -> float:
+    """Seconds to write ``size`` new bytes to a new file in ``folder`` and fsync it (the disk's part of an import)."""
+    block = os.urandom(8 * 1024 * 1024)
+    path = folder / "disk-probe"
+    os.sync()
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+        f.flush()
+        os.fsync(f.fileno())
+    seconds = time.perf_counter() - t0
+    path.unlink()
+    return seconds
+
+
+def hash_seconds(size: int) -> float:
+    """Seconds to hash ``size`` bytes from memory as the blob store does (sha256 and git sha1 side by side)."""
+    from mirror.digests import Hasher
+
+    block = os.urandom(8 * 1024 * 1024)
+    h = Hasher(size)
+    t0 = time.perf_counter()
+    left = size
+    while left:
+        n = min(left, len(block))
+        h.update(block[:n] if n < len(block) else block)
+        left -= n
+    h.finish()
+    return time.perf_counter() - t0
+
+
+class GateClock:
+    """Seconds the content gate (mirror.scan.gate.Gate.enforce) took, per import step."""
+
+    def __init__(self) -> None:
+        from mirror.scan.gate import Gate
+
+        self.gate, self.real, self.seconds = Gate, Gate.enforce, 0.0
+
+    def __enter__(self) -> "GateClock":
+        real = self.real
+
+        def timed(gate: object, *args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return real(gate, *args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        self.gate.enforce = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.gate.enforce = self.real  # type: ignore[method-assign]
+
+
 def run(work: Path, size: int, repeat: int) -> None:
     src = work / "src"
     total = make_snapshot(src, size)
@@ -74,28 +144,48 @@ def run(work: Path, size: int, repeat: int) -> None:
     pub = work / "a.pub"
     pub.write_bytes(signing.public_pem(a.signer.private_key.public_key()))
     blobs = [a.store.local_path(sha) for sha in a.store.iter_digests()]
-    times: dict[str, list[float]] = {k: [] for k in ("copyfile", "export dir", "export tar", "import dir", "import tar")}
+    steps = ("disk write+fsync", "hashing", "copyfile", "hubgate import", "export dir", "export tar", "import dir",
+             "import tar")
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    gate: dict[str, list[float]] = {k: [] for k in ("hubgate import", "import dir", "import tar")}
     for i in range(repeat):
         r = work / f"round{i}"
         (r / "copy").mkdir(parents=True)
+        times["disk write+fsync"].append(disk_seconds(r, total))
+        times["hashing"].append(hash_seconds(total))
         times["copyfile"].append(timed(lambda: [shutil.copyfile(p, r / "copy" / p.name) for p in blobs if p]))
+        c = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / "c")}))
+        with GateClock() as clock:
+            times["hubgate import"].append(timed(lambda: import_folder(
+                c.engine, c.store, src, RepoRef.parse("model", "bench/one-gib"), signer=c.signer)))
+        gate["hubgate import"].append(clock.seconds)
+        c.engine.dispose()
         times["export dir"].append(timed(lambda: export_bundle(a.engine, a.store, a.signer, r / "bundle", form="dir")))
         times["export tar"].append(timed(
             lambda: export_bundle(a.engine, a.store, a.signer, r / "bundle.tar", form="tar")))
         for form, path in (("dir", r / "bundle"), ("tar", r / "bundle.tar")):
             b = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / f"b-{form}"), "HUBGATE_TRUSTED_KEYS": str(pub)}))
             trusted = load_trusted_keys(b.settings.trusted_keys)
-            times[f"import {form}"].append(timed(lambda: import_bundle(b.engine, b.store, path, trusted=trusted)))
+            with GateClock() as clock:
+                times[f"import {form}"].append(timed(lambda: import_bundle(b.engine, b.store, path, trusted=trusted)))
+            gate[f"import {form}"].append(clock.seconds)
             b.engine.dispose()
+        limit = max(times["disk write+fsync"][-1], times["hashing"][-1])  # seconds of the slower of the two
+        print(f"round {i}: load {os.getloadavg()[0]:.2f}; " + ", ".join(
+            f"{k} {total / v[-1] / 1e6:.0f} MB/s" + (f" ({limit / v[-1]:.2f} of the limit)" if k in gate else "")
+            for k, v in times.items()), flush=True)
         shutil.rmtree(r)
-    base = total / statistics.median(times["copyfile"]) / 1e6
     print(f"snapshot: {total} bytes ({total / 2**30:.2f} GiB), {repeat} rounds, median; python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'step':<12} {'seconds':>8} {'MB/s':>8} {'vs copyfile':>12}")
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(f"{'step':<18} {'seconds':>8} {'MB/s':>8} {'vs limit':>9} {'scan s':>7}   (limit: min(disk write+fsync, "
+          f"hashing) of the same round)")
+    limits = [max(d, h) for d, h in zip(times["disk write+fsync"], times["hashing"])]
     for name, values in times.items():
         seconds = statistics.median(values)
         rate = total / seconds / 1e6
-        print(f"{name:<12} {seconds:>8.2f} {rate:>8.0f} {rate / base:>11.2f}x")
+        ratio = statistics.median(lim / v for lim, v in zip(limits, values))
+        scan = f"{statistics.median(gate[name]):7.2f}" if name in gate else ""
+        print(f"{name:<18} {seconds:>8.2f} {rate:>8.0f} {ratio:>9.2f} {scan}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ One run measures, on 127.0.0.1 only:
     nginx no-sendfile, raw read) so drift hits all alike.
     Without nginx, the reference is a raw page-cache read of the file (and the output says so).
     Plus one `hf_hub_download` through hubgate, for context (the usual client's own ceiling).
- 2. S3 store on moto (`moto_server` subprocess): curl through hubgate with HUBGATE_S3_SERVE=proxy
-    vs curl of a presigned URL straight from moto (the object-store-direct reference);
+ 2. S3 store on moto (`moto_server` subprocess) and on Ceph RGW (a single-node cluster from
+    ../shared/tools/start-rgw.sh, `--s3-backends`): curl through hubgate with HUBGATE_S3_SERVE=proxy
+    vs curl of a presigned URL straight from the same store (the object-store-direct reference);
     then HUBGATE_S3_SERVE=redirect: a HEAD must answer 302 (timed) with the X-Linked-* headers.
  3. hubgate's RSS (psutil, its whole process tree, sampled every 50 ms) during every download.
  4. HEAD /{repo}/resolve/main/{file} requests/s at 64 connections with `hey -n N -c 64 -m HEAD`
@@ -123,10 +124,18 @@ class Ctx:
 
 
 def make_file(path: Path, size: int) -> str:
+    """A valid safetensors file of ``size`` bytes (one U8 tensor of random bytes: the content scan passes it);
+    returns its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
-    left = size
+    header_len = 128
+    n = size - 8 - header_len
+    header = f'{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}'.encode().ljust(header_len, b" ")
+    head = header_len.to_bytes(8, "little") + header
+    left = size - len(head)
     with open(path, "wb") as f:
+        h.update(head)
+        f.write(head)
         while left:
             chunk = os.urandom(min(16 * MiB, left))
             h.update(chunk)
@@ -485,67 +494,93 @@ def bench_head(ctx: Ctx, hub: Server, url: str, headers: dict[str, str]) -> dict
     return out
 
 
-# ----------------------------------------------------------------- 2. S3 (moto): proxy vs direct, redirect
+# ----------------------------------------------------------------- 2. S3 (moto, Ceph RGW): proxy vs direct, redirect
 
 
-def bench_s3(ctx: Ctx, res: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def s3_backend(ctx: Ctx, backend: str) -> Any:
+    """(endpoint, access key, secret key, the servers whose CPU counts) of a running S3 server: moto's
+    ``moto_server`` subprocess, or Ceph RGW (a single-node cluster from ../shared/tools/start-rgw.sh)."""
+    if backend == "moto":
+        moto_bin = VENV_BIN / "moto_server"
+        port = free_port()
+        moto = Server("moto", [str(moto_bin) if moto_bin.exists() else "moto_server", "-H", HOST, "-p", str(port)],
+                      port, log_dir=ctx.logs)
+        with moto:
+            yield f"http://{HOST}:{port}", "testing", "testing", [moto]
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.rgw import RgwCluster, missing_tools
+
+    if missing_tools():
+        raise RuntimeError(missing_tools())
+    cluster = RgwCluster(ctx.tmp)
+    endpoint = cluster.acquire("serve-bench")
+    try:
+        yield endpoint.origin, endpoint.access_key, endpoint.secret_key, []
+    finally:
+        cluster.release("serve-bench")
+
+
+def bench_s3(ctx: Ctx, res: dict[str, Any], backend: str = "moto") -> None:
+    with s3_backend(ctx, backend) as (endpoint, access_key, secret_key, s3_servers):
+        _bench_s3(ctx, res, backend, endpoint, access_key, secret_key, s3_servers)
+
+
+def _bench_s3(ctx: Ctx, res: dict[str, Any], backend: str, endpoint: str, access_key: str, secret_key: str,
+              s3_servers: list[Server]) -> None:
     import boto3
     from botocore.config import Config
 
     a = ctx.args
-    out: dict[str, Any] = {}
-    res["s3"] = out
-    moto_bin = VENV_BIN / "moto_server"
-    port = free_port()
-    moto = Server("moto", [str(moto_bin) if moto_bin.exists() else "moto_server", "-H", HOST, "-p", str(port)], port,
-                  log_dir=ctx.logs)
-    endpoint = f"http://{HOST}:{port}"
+    out: dict[str, Any] = {"backend": backend}
+    res["s3" if backend == "moto" else f"s3_{backend}"] = out
     hub = None
-    with moto:
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1",
-                          config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
-        s3.create_bucket(Bucket=BUCKET)
-        s3_env = {"HUBGATE_STORAGE": "s3", "HUBGATE_S3_BUCKET": BUCKET, "HUBGATE_S3_ENDPOINT_URL": endpoint,
-                  "HUBGATE_S3_ACCESS_KEY_ID": "testing", "HUBGATE_S3_SECRET_ACCESS_KEY": "testing",
-                  "HUBGATE_S3_REGION": "us-east-1"}
-        data = ctx.tmp / "data-s3"
-        print(f"[s3] hubgate import of {a.size_mib} MiB into moto (slow: moto takes ~0.13 GB/s) ...", flush=True)
-        out["import"] = hubgate_import(ctx, hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="proxy"),
-                                       timeout=max(900.0, ctx.size / 2e6))
-        print(f"  {out['import']['output']}  ({out['import']['seconds']} s, {out['import']['MBps']} MB/s)", flush=True)
-        key = blob_key(ctx.sha256)
-        head = s3.head_object(Bucket=BUCKET, Key=key)
-        if int(head["ContentLength"]) != ctx.size:
-            raise RuntimeError(f"S3 object {key} has {head['ContentLength']} bytes")
-        direct_url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=3600)
-        out["moto_version"] = _pkg_version("moto")
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                      region_name="us-east-1",
+                      config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    s3.create_bucket(Bucket=BUCKET)
+    s3_env = {"HUBGATE_STORAGE": "s3", "HUBGATE_S3_BUCKET": BUCKET, "HUBGATE_S3_ENDPOINT_URL": endpoint,
+              "HUBGATE_S3_ACCESS_KEY_ID": access_key, "HUBGATE_S3_SECRET_ACCESS_KEY": secret_key,
+              "HUBGATE_S3_REGION": "us-east-1"}
+    data = ctx.tmp / f"data-s3-{backend}"
+    print(f"[s3 {backend}] hubgate import of {a.size_mib} MiB ...", flush=True)
+    out["import"] = hubgate_import(ctx, hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="proxy"),
+                                   timeout=max(900.0, ctx.size / 2e6))
+    print(f"  {out['import']['output']}  ({out['import']['seconds']} s, {out['import']['MBps']} MB/s)", flush=True)
+    key = blob_key(ctx.sha256)
+    head = s3.head_object(Bucket=BUCKET, Key=key)
+    if int(head["ContentLength"]) != ctx.size:
+        raise RuntimeError(f"S3 object {key} has {head['ContentLength']} bytes")
+    direct_url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=3600)
+    out["moto_version"] = _pkg_version("moto")
 
-        try:
-            hub = hubgate_server(ctx, "hubgate-s3-proxy", hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="proxy")).start()
-            url = f"http://{HOST}:{hub.port}/{REPO}/resolve/main/{FNAME}"
-            check_resolve_head(ctx, url)
-            out["idle_cores"] = idle_cores(hub)
-            idle_rss = hub.rss()
-            got = curl_sha256(url, ctx.dl_timeout)
-            out["sha256_ok"] = got == ctx.sha256
-            if not out["sha256_ok"]:
-                raise RuntimeError(f"hubgate (S3 proxy) served other bytes: sha256 {got}")
-            targets = [("hubgate-proxy", url, [hub, moto], hub), ("moto-direct", direct_url, [moto], None)]
-            print("[s3] warm-up downloads ...", flush=True)
-            warm, runs = interleaved_rounds(ctx, targets)
-            out["downloads"] = {k: dl_summary(v) for k, v in runs.items()}
-            out["ratios"] = {"hubgate-proxy/moto-direct": paired_ratio(runs["hubgate-proxy"], runs["moto-direct"])}
-            out["rss"] = rss_summary([warm["hubgate-proxy"], *runs["hubgate-proxy"]], idle_rss)
-            out["rss"]["file_mib"] = a.size_mib
+    try:
+        hub = hubgate_server(ctx, "hubgate-s3-proxy", hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="proxy")).start()
+        url = f"http://{HOST}:{hub.port}/{REPO}/resolve/main/{FNAME}"
+        check_resolve_head(ctx, url)
+        out["idle_cores"] = idle_cores(hub)
+        idle_rss = hub.rss()
+        got = curl_sha256(url, ctx.dl_timeout)
+        out["sha256_ok"] = got == ctx.sha256
+        if not out["sha256_ok"]:
+            raise RuntimeError(f"hubgate (S3 proxy) served other bytes: sha256 {got}")
+        direct = f"{backend}-direct"
+        targets = [("hubgate-proxy", url, [hub, *s3_servers], hub), (direct, direct_url, s3_servers, None)]
+        print(f"[s3 {backend}] warm-up downloads ...", flush=True)
+        warm, runs = interleaved_rounds(ctx, targets)
+        out["downloads"] = {k: dl_summary(v) for k, v in runs.items()}
+        out["ratios"] = {f"hubgate-proxy/{direct}": paired_ratio(runs["hubgate-proxy"], runs[direct])}
+        out["rss"] = rss_summary([warm["hubgate-proxy"], *runs["hubgate-proxy"]], idle_rss)
+        out["rss"]["file_mib"] = a.size_mib
+        hub.stop()
+
+        hub = hubgate_server(ctx, "hubgate-s3-redirect", hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="redirect")).start()
+        url = f"http://{HOST}:{hub.port}/{REPO}/resolve/main/{FNAME}"
+        out["redirect"] = redirect_check(ctx, url, endpoint)
+    finally:
+        if hub is not None:
             hub.stop()
-
-            hub = hubgate_server(ctx, "hubgate-s3-redirect", hubgate_env(data, **s3_env, HUBGATE_S3_SERVE="redirect")).start()
-            url = f"http://{HOST}:{hub.port}/{REPO}/resolve/main/{FNAME}"
-            out["redirect"] = redirect_check(ctx, url, endpoint)
-        finally:
-            if hub is not None:
-                hub.stop()
 
 
 def redirect_check(ctx: Ctx, url: str, s3_endpoint: str) -> dict[str, Any]:
@@ -647,32 +682,45 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         imp = loc["import"]
         L.append(f"  {'hubgate import (local store)':{w}s} {imp['MBps']:>22.0f}   ({imp['seconds']} s, hashing + write + fsync)")
         L.append(f"  hubgate idle CPU (in-process worker polling): {loc.get('idle_cores')} cores")
-    s3 = res.get("s3")
-    if s3 and "downloads" in s3:
+    for key, title in (("s3", f"moto {(res.get('s3') or {}).get('moto_version')} (a mock: its GET ceiling is "
+                                  "~1.3 GB/s, PUT ~0.13 GB/s)"), ("s3_rgw", "Ceph RGW (a real S3 server: one "
+                                                                           "memstore OSD, radosgw/beast)")):
+        s3 = res.get(key)
+        if s3:
+            _s3_lines(L, s3, title, w)
+    L.append("")
+    L.append("3. hubgate RSS (process tree, sampled every 50 ms during each download incl. warm-up)")
+    for label, sec in (("local store", loc), ("S3 proxy (moto)", res.get("s3")), ("S3 proxy (RGW)", res.get("s3_rgw"))):
+        if sec and sec.get("rss"):
+            r = sec["rss"]
+            L.append(f"  {label:{w}s} idle {r['idle_rss_mib']:.0f} MiB -> peak {r['peak_rss_mib']:.0f} MiB "
+                     f"(+{r['peak_growth_mib']:.0f} MiB while sending {r['file_mib']} MiB; {r['samples']} samples)")
+    _head_and_footer_lines(L, res, w)
+    return L
+
+
+def _s3_lines(L: list[str], s3: dict[str, Any], title: str, w: int) -> None:
+    if "downloads" in s3:
         L.append("")
-        L.append(f"2. S3 store on moto {s3.get('moto_version')} (a mock: its GET ceiling is ~1.3 GB/s, PUT ~0.13 GB/s)")
+        L.append(f"2. S3 store on {title}")
         for name, d in s3["downloads"].items():
             sc = ", ".join(f"{k} {v:.2f}" for k, v in d.get("server_cores", {}).items())
             L.append(f"  {name:{w}s} {fmt_range(d):>22s}   box {d['box_cores']:.2f} cores; {sc}")
         for k, r in s3.get("ratios", {}).items():
             L.append(f"  ratio {k:{w - 6}s} {fmt_ratio(r)}")
         imp = s3["import"]
-        L.append(f"  {'hubgate import into moto':{w}s} {imp['MBps']:>22.0f}   ({imp['seconds']} s)")
+        L.append(f"  {'hubgate import into ' + s3.get('backend', 'moto'):{w}s} {imp['MBps']:>22.0f}   ({imp['seconds']} s)")
         rd = s3.get("redirect")
         if rd:
             L.append(f"  {'redirect mode HEAD':{w}s} {rd['status']} in {fmt_range(rd['head_ms'], 2)} ms (first "
                      f"{rd['first_head_ms']} ms); X-Linked-Size {rd['x_linked_size']}; Location -> "
                      f"ranged GET {rd['follow_range_code']}; {'OK' if rd['ok'] else 'NOT OK'}")
-    elif s3:
+    else:
         L.append("")
-        L.append(f"2. S3: FAILED {s3.get('error', '')[:300]}")
-    L.append("")
-    L.append("3. hubgate RSS (process tree, sampled every 50 ms during each download incl. warm-up)")
-    for label, sec in (("local store", loc), ("S3 proxy", s3)):
-        if sec and sec.get("rss"):
-            r = sec["rss"]
-            L.append(f"  {label:{w}s} idle {r['idle_rss_mib']:.0f} MiB -> peak {r['peak_rss_mib']:.0f} MiB "
-                     f"(+{r['peak_growth_mib']:.0f} MiB while sending {r['file_mib']} MiB; {r['samples']} samples)")
+        L.append(f"2. S3 ({s3.get('backend', 'moto')}): FAILED {s3.get('error', '')[:300]}")
+
+
+def _head_and_footer_lines(L: list[str], res: dict[str, Any], w: int) -> None:
     hd = res.get("head")
     if hd and "results" in hd:
         L.append("")
@@ -700,7 +748,6 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
              f"kept {fl['disturbed_kept']}x; loadavg start {fl['loadavg_start']} end {fl['loadavg_end']}")
     for n in res.get("notes", []):
         L.append(f"NOTE: {n}")
-    return L
 
 
 def main() -> int:
@@ -713,6 +760,7 @@ def main() -> int:
     ap.add_argument("--head-conns", type=int, default=64)
     ap.add_argument("--head-timeout", type=float, default=120.0, help="wall-clock cap of one hey round (s)")
     ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--s3-backends", default="moto,rgw", help="S3 servers for part 2: moto, rgw (Ceph RGW)")
     ap.add_argument("--skip-head", action="store_true")
     ap.add_argument("--skip-hf", action="store_true", help="skip the hf_hub_download context run")
     ap.add_argument("--skip-bare-stream", action="store_true",
@@ -761,12 +809,13 @@ def main() -> int:
         print(f"  quiet={fl_info['initial']['quiet']} after {fl_info['initial']['waited_s']} s "
               f"(other processes {fl_info['initial']['last_cores']} cores)", flush=True)
         bench_local(ctx, res)
-        if not a.skip_s3:
+        for backend in [] if a.skip_s3 else a.s3_backends.split(","):
             try:
-                bench_s3(ctx, res)
+                bench_s3(ctx, res, backend)
             except Exception as exc:  # noqa: BLE001 - report the local results even if the S3 part breaks
-                ctx.note(f"S3 part failed: {exc!r}")
-                res.setdefault("s3", {})["error"] = repr(exc)[-2000:]
+                ctx.note(f"S3 part ({backend}) failed: {exc!r}")
+                res.setdefault("s3" if backend == "moto" else f"s3_{backend}", {"backend": backend})["error"] = \
+                    repr(exc)[-2000:]
                 rc = 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,26 +1,30 @@
-"""Sync throughput from the fake upstream (tests/fakes/fake_hub.py) over loopback, and what limits it.
+"""Sync throughput from the fake upstream (tests/fakes/fake_hub.py) over loopback, against the limits of the box.
 
-Two repos: one big LFS file (1 GiB by default: the parallel-range path, 302 to the fake CDN) and
-many small regular files (the per-file path: one resolve GET, one stored blob, one DB row each).
-Each is synced by hubgate's own code (a request, approve, ``Worker.run_once``) into a fresh data dir
-(SQLite + local store); around it the script measures the ceilings of the pieces:
+Two repos: one big LFS file (1 GiB by default: the parallel-range path, 302 to the fake CDN; a valid
+safetensors file, so the content scan passes it) and many small regular files (the per-file path: one
+resolve GET, one stored blob each, their KnownBlob rows in batches). Each is synced by hubgate's own code
+(a request, approve, ``Worker.run_once``, the content scan on) into a fresh data dir (SQLite + local
+store). In every round the ceilings are measured next to the sync, so the ratios come from one run:
 
-* hashing: one pass of sha256 + git sha1 (``mirror.digests.Hasher``) over memory, one core;
-* loopback: the same bytes fetched from the same fake server with httpx, read and dropped
-  (one stream, and N parallel ranges like the syncer);
-* disk: writing the same amount to the data dir, then fsync;
-* for small files: bare GETs per second from the fake hub with as many threads as the syncer.
+* hashing: sha256 + git sha1 (``mirror.digests.Hasher``, the two side by side) over memory;
+* disk: writing the same number of bytes into the data dir's file system, then fsync;
+* the upstream read ceiling: the same file fetched from the same fake CDN with httpx as the syncer
+  reads it (4 parallel 16 MiB ranges), bytes dropped; and with hf_transfer (Rust, 4 and 8 ranges,
+  written to disk), which hubgate could use instead, and the hashing that would follow it;
+* for small files: bare GETs of the same files with as many threads as the syncer has file workers.
 
 The fake hub runs in a child process (its own GIL), like a real upstream would. CPU seconds of both
-processes are reported (busy cores = CPU s / wall s), so a run on a shared 2-core box can be read.
+processes are reported (busy cores = CPU s / wall s), and the CPU other processes used during each
+timed run ("foreign cores": the box may be shared), with the load average.
 
-Usage: .venv/bin/python bench/sync_bench.py [--big-mib 1024] [--small-files 2000] [--small-kib 16]
+Usage: .venv/bin/python bench/sync_bench.py [--big-mib 1024] [--small-files 1000] [--small-kib 16] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -138,7 +142,7 @@ def loopback_read(url: str, size: int, parts: int) -> None:
             assert sum(pool.map(one, bounds)) == size
 
 
-def sync_once(upstream: str, data_dir: Path, repo: str, file_workers: int = 4) -> tuple[dict[str, Any], Any]:
+def sync_once(upstream: str, cdn: str, data_dir: Path, repo: str, file_workers: int = 4) -> tuple[dict[str, Any], Any]:
     """A request for ``repo``, approved; returns the request and a worker ready to run it."""
     from api.admin.routes import submit_request
     from api.app import build_services, build_worker
@@ -148,6 +152,9 @@ def sync_once(upstream: str, data_dir: Path, repo: str, file_workers: int = 4) -
     from registry.db import session_scope
 
     svc = build_services(load(environ={"HUBGATE_DATA_DIR": str(data_dir), "HUBGATE_UPSTREAM_URL": upstream,
+                                       # the fake upstream and its CDN are on loopback
+                                       "HUBGATE_UPSTREAM_ALLOW_PRIVATE": "true",
+                                       "HUBGATE_UPSTREAM_REDIRECT_HOSTS": cdn.split("://", 1)[1],
                                        "HUBGATE_WORKER_IN_PROCESS": "false", "HUBGATE_LOG_LEVEL": "warning",
                                        "HUBGATE_SYNC_FILE_WORKERS": str(file_workers)}))
     actor = Actor("bench", "admin", "bench")
@@ -157,39 +164,27 @@ def sync_once(upstream: str, data_dir: Path, repo: str, file_workers: int = 4) -
     return {"pk": req.pk, "svc": svc}, build_worker(svc)
 
 
-def per_file_costs(svc: Any, n: int, size: int) -> tuple[float, float]:
-    """Milliseconds per file for what the sync does besides the GET: a verified blob write
-    (temp file, fsync, rename, directory fsync) and a KnownBlob commit."""
-    import io
-
-    from registry.db import session_scope
-    from registry.gitobjects import blob_oid
-    from registry.models import KnownBlob
-
-    blobs = [os.urandom(size) for _ in range(n)]
-    t0 = time.perf_counter()
-    for b in blobs:
-        svc.store.ingest_file(io.BytesIO(b), size=size, git_oid=blob_oid(b))
-    store_ms = 1000 * (time.perf_counter() - t0) / n
-    t0 = time.perf_counter()
-    for b in blobs:
-        with session_scope(svc.engine) as session:
-            session.merge(KnownBlob(sha256=hashlib.sha256(b + b"x").hexdigest(), git_oid=blob_oid(b + b"x"), size=size))
-    db_ms = 1000 * (time.perf_counter() - t0) / n
-    return store_ms, db_ms
-
-
 class PhaseClock:
     """Times the phases of one Syncer.run (listing, fetching, publishing) by wrapping its steps."""
 
     def __init__(self) -> None:
         import mirror.sync as sync_module
 
+        from mirror.scan.gate import Gate
+
         self.module, self.phases = sync_module, {}
         self._plan, self._publish = sync_module.Syncer.plan, sync_module.publish_manifest
+        self._gate_class, self._enforce = Gate, Gate.enforce
 
     def __enter__(self) -> "PhaseClock":
-        plan, publish, phases = self._plan, self._publish, self.phases
+        plan, publish, enforce, phases = self._plan, self._publish, self._enforce, self.phases
+
+        def timed_enforce(gate: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return enforce(gate, *args, **kwargs)
+            finally:
+                phases["content scan (in publish)"] = time.perf_counter() - t0
 
         def timed_plan(syncer: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
@@ -209,11 +204,13 @@ class PhaseClock:
 
         self.module.Syncer.plan = timed_plan  # type: ignore[method-assign]
         self.module.publish_manifest = timed_publish  # type: ignore[assignment]
+        self._gate_class.enforce = timed_enforce  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.module.Syncer.plan = self._plan  # type: ignore[method-assign]
         self.module.publish_manifest = self._publish
+        self._gate_class.enforce = self._enforce  # type: ignore[method-assign]
 
     def line(self) -> str:
         return "  phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items() if not k.startswith("_"))
@@ -229,107 +226,221 @@ def request_state(svc: Any, pk: int) -> tuple[str, str | None, int]:
         return r.state, r.error, r.bytes_done
 
 
+def write_safetensors(path: Path, size: int) -> None:
+    """A valid safetensors file of ``size`` random bytes (one U8 tensor), written in 64 MiB blocks."""
+    header_len = 128
+    n = size - 8 - header_len
+    header = f'{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}'.encode().ljust(header_len, b" ")
+    block = os.urandom(64 * MiB)
+    with open(path, "wb") as f:
+        f.write(header_len.to_bytes(8, "little") + header)
+        left = n
+        while left:
+            f.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+
+
+def hf_transfer_download(url: str, dest: Path, size: int, parallel: int) -> tuple[float, float]:
+    """(seconds to download ``url`` into ``dest`` with hf_transfer and fsync it, seconds to hash it after)."""
+    import hf_transfer
+
+    from mirror.digests import Hasher
+
+    t0 = time.perf_counter()
+    hf_transfer.download(url, str(dest), parallel, 16 * MiB, 0, 0)
+    with open(dest, "rb") as f:
+        os.fsync(f.fileno())
+    download = time.perf_counter() - t0
+    assert dest.stat().st_size == size
+    t0 = time.perf_counter()
+    h = Hasher(size)
+    with open(dest, "rb", buffering=0) as f:
+        while chunk := f.read(8 * MiB):
+            h.update(chunk)
+    h.finish()
+    hashing = time.perf_counter() - t0
+    dest.unlink()
+    return download, hashing
+
+
+class Runs:
+    """Timed runs with the CPU other processes used meanwhile (benchlib.ForeignLoad) and the load average."""
+
+    def __init__(self, budget: float) -> None:
+        from benchlib import ForeignLoad
+
+        self.fl = ForeignLoad(threshold=0.3, per_run_wait=30.0, budget=budget)
+
+    def timed(self, fn: Any, child_pid: int) -> dict[str, Any]:
+        with self.fl.guard() as g, Timed(child_pid) as t:
+            fn()
+        return {"seconds": t.wall, "hubgate_cores": t.cpu / t.wall, "upstream_cores": t.child_cpu / t.wall,
+                "foreign_cores": round(g.cores, 2), "loadavg": round(os.getloadavg()[0], 2)}
+
+
+def big_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int) -> dict[str, Any]:
+    size = args.big_mib * MiB
+    cdn = f"{info['cdn_url']}/cdn/{info['big_sha256']}"
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    out["hash_MBps"] = hash_rate() / 1e6
+    out["disk_MBps"] = disk_rate(work, size) / 1e6
+    for parts in (1, 4):
+        run = runs.timed(lambda: loopback_read(cdn, size, parts), info["pid"])
+        out[f"httpx_{parts}_MBps"] = size / run["seconds"] / 1e6
+        out[f"httpx_{parts}_run"] = run
+    for parallel in (4, 8):
+        download, hashing = hf_transfer_download(cdn, work / "hf_transfer.bin", size, parallel)
+        out[f"hf_transfer_{parallel}_MBps"] = size / download / 1e6
+        out[f"hf_transfer_{parallel}_then_hash_MBps"] = size / (download + hashing) / 1e6
+    meta, worker = sync_once(info["url"], info["cdn_url"], work / f"data-big-{r}", BIG_REPO)
+    with PhaseClock() as phases:
+        run = runs.timed(worker.run_once, info["pid"])
+    state, error, _ = request_state(meta["svc"], meta["pk"])
+    if state != "available":
+        raise RuntimeError(f"the big sync ended {state}: {error}")
+    out.update(sync_MBps=size / run["seconds"] / 1e6, sync_run=run,
+               phases={k: round(v, 3) for k, v in phases.phases.items() if not k.startswith("_")})
+    limits = {"disk write + fsync": out["disk_MBps"], "hashing": out["hash_MBps"],
+              "upstream read (httpx, 4 ranges)": out["httpx_4_MBps"]}
+    out["limit"], out["limit_MBps"] = min(limits.items(), key=lambda kv: kv[1])
+    out["ratio"] = out["sync_MBps"] / out["limit_MBps"]
+    meta["svc"].close()
+    meta["svc"].engine.dispose()
+    shutil.rmtree(work / f"data-big-{r}", ignore_errors=True)
+    out["round_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def small_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int) -> dict[str, Any]:
+    import httpx
+
+    n, size = args.small_files, args.small_kib * 1024
+    urls = [f"{info['url']}/{SMALL_REPO}/resolve/main/shards/{i // 500:03d}/part-{i:05d}.txt" for i in range(n)]
+    local = threading.local()
+
+    def get(url: str) -> int:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=60)
+        return len(local.client.get(url).content)
+
+    def bare() -> None:
+        with ThreadPoolExecutor(args.file_workers) as pool:
+            assert sum(pool.map(get, urls)) == n * size
+
+    out: dict[str, Any] = {"bare": runs.timed(bare, info["pid"])}
+    out["bare_files_per_s"] = n / out["bare"]["seconds"]
+    meta, worker = sync_once(info["url"], info["cdn_url"], work / f"data-small-{r}", SMALL_REPO, args.file_workers)
+    with PhaseClock() as phases:
+        run = runs.timed(worker.run_once, info["pid"])
+    state, error, _ = request_state(meta["svc"], meta["pk"])
+    if state != "available":
+        raise RuntimeError(f"the small-file sync ended {state}: {error}")
+    out.update(sync=run, sync_files_per_s=(n + 1) / run["seconds"],
+               phases={k: round(v, 3) for k, v in phases.phases.items() if not k.startswith("_")})
+    out["ratio"] = out["sync_files_per_s"] / out["bare_files_per_s"]
+    meta["svc"].close()
+    meta["svc"].engine.dispose()
+    shutil.rmtree(work / f"data-small-{r}", ignore_errors=True)
+    return out
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float:
+    import statistics
+
+    return statistics.median(r[key] for r in rounds)
+
+
+def report(res: dict[str, Any]) -> list[str]:
+    lines = [f"# sync bench, {res['cores']} cores, load {res['loadavg_start']} at start, {res['loadavg_end']} at end; "
+             f"median of {len(res['big'])} rounds (min-max); MB = 10^6 bytes"]
+    big = res["big"]
+    if big:
+        def row(label: str, key: str) -> str:
+            vals = [r[key] for r in big]
+            return f"  {label:<52} {_median(big, key):8.0f} MB/s  ({min(vals):.0f}-{max(vals):.0f})"
+
+        lines += [f"\none {res['big_mib']} MiB LFS file (4 range workers x 16 MiB parts, content scan on)",
+                  row("hashing: sha256 + git sha1 side by side", "hash_MBps"),
+                  row("disk: write + fsync, same size, same file system", "disk_MBps"),
+                  row("upstream read: httpx, 1 stream, dropped", "httpx_1_MBps"),
+                  row("upstream read: httpx, 4 x 16 MiB ranges, dropped", "httpx_4_MBps"),
+                  row("hf_transfer, 4 ranges, to disk + fsync", "hf_transfer_4_MBps"),
+                  row("hf_transfer, 8 ranges, to disk + fsync", "hf_transfer_8_MBps"),
+                  row("hf_transfer, 4 ranges, then hashing the file", "hf_transfer_4_then_hash_MBps"),
+                  row("hf_transfer, 8 ranges, then hashing the file", "hf_transfer_8_then_hash_MBps"),
+                  row("hubgate sync (verified, stored, scanned, published)", "sync_MBps")]
+        ratios = [r["ratio"] for r in big]
+        lines.append(f"  sync / min(disk, hashing, upstream read): {_median(big, 'ratio'):.2f} (per round "
+                     + ", ".join(f"{x:.2f} of {r['limit']}" for x, r in zip(ratios, big)) + ")")
+        for r in big:
+            run = r["sync_run"]
+            lines.append(f"    round: sync {r['sync_MBps']:.0f} MB/s, hubgate {run['hubgate_cores']:.2f} cores, upstream "
+                         f"{run['upstream_cores']:.2f}, other processes {run['foreign_cores']:.2f}, load "
+                         f"{run['loadavg']}; phases {r['phases']}")
+    small = res["small"]
+    if small:
+        lines += [f"\n{res['small_files']} files of {res['small_kib']} KiB ({res['file_workers']} file workers; "
+                  f"bare GETs with as many threads)",
+                  f"  bare GETs          {_median(small, 'bare_files_per_s'):8.0f} files/s  "
+                  f"({min(r['bare_files_per_s'] for r in small):.0f}-{max(r['bare_files_per_s'] for r in small):.0f})",
+                  f"  hubgate sync       {_median(small, 'sync_files_per_s'):8.0f} files/s  "
+                  f"({min(r['sync_files_per_s'] for r in small):.0f}-{max(r['sync_files_per_s'] for r in small):.0f})",
+                  f"  sync / bare GETs: {_median(small, 'ratio'):.2f} (per round "
+                  + ", ".join(f"{r['ratio']:.2f}" for r in small) + ")"]
+        for r in small:
+            run = r["sync"]
+            lines.append(f"    round: hubgate {run['hubgate_cores']:.2f} cores, upstream {run['upstream_cores']:.2f}, "
+                         f"other processes {run['foreign_cores']:.2f}, load {run['loadavg']}; phases {r['phases']}")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--big-mib", type=int, default=1024)
-    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--small-kib", type=int, default=16)
     parser.add_argument("--file-workers", type=int, default=4, help="HUBGATE_SYNC_FILE_WORKERS for the small files")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--quiet-budget", type=float, default=300.0,
+                        help="seconds the run may spend waiting for other processes to calm down")
+    parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "sync_bench.json")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "bench"))
 
-    work = Path(tempfile.mkdtemp(prefix="hubgate-sync-bench-"))
-    big_size, small_size = args.big_mib * MiB, args.small_kib * 1024
+    work = Path(tempfile.mkdtemp(prefix="hubgate-sync-bench-", dir=args.dir))
     ctx = mp.get_context("spawn")
     parent, child_end = ctx.Pipe()
     child = None
+    res: dict[str, Any] = {"cores": os.cpu_count(), "loadavg_start": round(os.getloadavg()[0], 2), "big_mib": args.big_mib,
+                           "small_files": args.small_files, "small_kib": args.small_kib,
+                           "file_workers": args.file_workers, "big": [], "small": []}
     try:
-        print(f"# sync bench: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, data in {work}")
-        t0 = time.perf_counter()
-        block = os.urandom(64 * MiB)
-        with open(work / "big.bin", "wb") as f:
-            for _ in range(big_size // len(block)):
-                f.write(block)
-            f.write(block[: big_size % len(block)])
-        child = ctx.Process(target=serve_fake_hub, args=(str(work / "big.bin"), args.small_files, small_size, child_end),
-                            daemon=True)
+        write_safetensors(work / "big.bin", args.big_mib * MiB)
+        child = ctx.Process(target=serve_fake_hub, args=(str(work / "big.bin"), args.small_files,
+                                                         args.small_kib * 1024, child_end), daemon=True)
         child.start()
         info = parent.recv()
-        print(f"# fake upstream ready in {time.perf_counter() - t0:.1f} s: {info['url']} (CDN {info['cdn_url']})")
-
-        print("\nceilings (each piece alone)")
-        h = hash_rate()
-        print(f"  {'hash sha256 + git sha1, one core':<46} {h / 1e6:8.1f} MB/s")
-        d = disk_rate(work, min(big_size, 512 * MiB))
-        print(f"  {'disk write + fsync':<46} {d / 1e6:8.1f} MB/s")
-        cdn = f"{info['cdn_url']}/cdn/{info['big_sha256']}"
-        with Timed(info["pid"]) as t1:
-            loopback_read(cdn, big_size, 1)
-        print(t1.line(big_size, "loopback GET, one stream, bytes dropped"))
-        with Timed(info["pid"]) as t4:
-            loopback_read(cdn, big_size, 4)
-        print(t4.line(big_size, "loopback GET, 4 x 16 MiB ranges, dropped"))
-
-        print(f"\nsync of one {args.big_mib} MiB LFS file (default SyncOptions: 4 range workers x 16 MiB parts)")
-        meta, worker = sync_once(info["url"], work / "data-big", BIG_REPO)
-        with PhaseClock() as big_phases, Timed(info["pid"]) as tb:
-            worker.run_once()
-        state, error, done = request_state(meta["svc"], meta["pk"])
-        print(tb.line(big_size, f"sync -> {state}", f"  {error or ''}"))
-        print(big_phases.line())
-        big_rate = big_size / tb.wall
-
-        total_small = args.small_files * small_size
-        print(f"\nsync of {args.small_files} files of {args.small_kib} KiB ({total_small / 1e6:.0f} MB; "
-              f"{args.file_workers} file workers)")
-        import httpx
-
-        urls = [f"{info['url']}/{SMALL_REPO}/resolve/main/shards/{i // 500:03d}/part-{i:05d}.txt"
-                for i in range(args.small_files)]
-        local = threading.local()
-
-        def get(url: str) -> int:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(timeout=60)
-            return len(local.client.get(url).content)
-
-        with Timed(info["pid"]) as tg:
-            with ThreadPoolExecutor(args.file_workers) as pool:
-                assert sum(pool.map(get, urls)) == total_small
-        print(tg.line(total_small, f"bare GETs, {args.file_workers} threads, bytes dropped",
-                      f"  ({args.small_files / tg.wall:.0f} files/s)"))
-        meta, worker = sync_once(info["url"], work / "data-small", SMALL_REPO, args.file_workers)
-        with PhaseClock() as small_phases, Timed(info["pid"]) as ts:
-            worker.run_once()
-        state, error, done = request_state(meta["svc"], meta["pk"])
-        files_per_s = (args.small_files + 1) / ts.wall
-        print(ts.line(total_small, f"sync -> {state}", f"  ({files_per_s:.0f} files/s) {error or ''}"))
-        print(small_phases.line())
-
-        store_ms, db_ms = per_file_costs(meta["svc"], 200, small_size)
-        print(f"  {'per file: verified blob write (2 fsyncs)':<46} {store_ms:8.2f} ms")
-        print(f"  {'per file: KnownBlob commit (SQLite)':<46} {db_ms:8.2f} ms")
-
-        print("\nwhat limits it")
-        fetch = big_size / t4.wall
-        ceilings = {"hashing": h, "reading the upstream with httpx (4 ranges)": fetch, "disk write": d}
-        name, rate = min(ceilings.items(), key=lambda kv: kv[1])
-        serial = 1 / (1 / h + 1 / fetch + 1 / d)
-        print(f"  big file: {big_rate / 1e6:.0f} MB/s, between the fully serial prediction 1/(1/hash + 1/fetch + "
-              f"1/disk) = {serial / 1e6:.0f} MB/s and the lowest single ceiling, {name} ({rate / 1e6:.0f} MB/s). "
-              f"hubgate used {tb.cpu / tb.wall:.2f} cores, the upstream {tb.child_cpu / tb.wall:.2f}, of "
-              f"{os.cpu_count()}: the limit is hubgate's own process. Reading with httpx costs about a core of "
-              f"Python by itself (see the bare GETs), and one consuming thread hashes and writes every byte in order; "
-              f"hashlib and file writes release the GIL, so the pieces overlap only partly.")
-        per_file_ms = 1000 * ts.wall / (args.small_files + 1)
-        bare_ms = 1000 * tg.wall / args.small_files
-        cpu_ms = 1000 * ts.cpu / (args.small_files + 1)
-        print(f"  small files: {files_per_s:.0f} files/s = {per_file_ms:.1f} ms per file with {args.file_workers} file "
-              f"workers (a bare GET: {bare_ms:.1f} ms). hubgate spent {cpu_ms:.1f} ms of CPU per file and kept "
-              f"{ts.cpu / ts.wall:.2f} cores busy: per-file Python work under one GIL sets the rate, not bytes "
-              f"(httpx request/response, an ORM session and commit for the KnownBlob row ({db_ms:.1f} ms alone), a "
-              f"temp file with two fsyncs ({store_ms:.1f} ms alone), the plan's per-file lookup and the publish "
-              f"({small_phases.phases.get('publish (manifest, sign, DB)', 0):.2f} s for the snapshot rows); so more "
-              f"file workers barely help (try --file-workers 1 / 16).")
+        runs = Runs(args.quiet_budget)
+        for r in range(args.rounds):
+            if not args.skip_big:
+                res["big"].append(big_round(args, info, work, runs, r))
+                print(f"round {r}: big sync {res['big'][-1]['sync_MBps']:.0f} MB/s, ratio {res['big'][-1]['ratio']:.2f} "
+                      f"({res['big'][-1]['limit']})", flush=True)
+            if not args.skip_small:
+                res["small"].append(small_round(args, info, work, runs, r))
+                print(f"round {r}: small sync {res['small'][-1]['sync_files_per_s']:.0f} files/s, ratio "
+                      f"{res['small'][-1]['ratio']:.2f}", flush=True)
+        res["loadavg_end"] = round(os.getloadavg()[0], 2)
+        lines = report(res)
+        print("\n".join(lines))
+        res["summary"] = lines
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(res, indent=2, default=str))
+        print(f"[written {args.output}]")
         return 0
     finally:
         if child is not None:

@@ -1,7 +1,11 @@
 """``hubgate gc``: mark every blob a manifest references, sweep the rest once older than a grace period.
 
+Swept too, on the same grace period: abandoned uploads (``uploads/<uuid>`` objects) and partial writes
+that a killed process left behind (the local store's ``.tmp/`` files, S3's unfinished multipart uploads).
+
 The grace period protects a sync or import in flight: their blobs are written before the
-manifest is published, so young unreferenced blobs are kept.
+manifest is published, so young unreferenced blobs are kept; a write in progress keeps its
+partial write young.
 """
 
 from __future__ import annotations
@@ -14,14 +18,27 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, delete
 
 from mirror.errors import StorageError
+from mirror.progress import NO_PROGRESS, Progress
 from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
+from mirror.xet import maintenance as xet_maintenance
+from mirror.xet.maintenance import XetGcReport
 from registry import audit, snapshots
 from registry.db import session_scope
 from registry.errors import InvalidInputError
 from registry.models import KnownBlob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GcItem:
+    """One thing gc deletes (or, dry, would delete)."""
+
+    kind: str  # blob | upload | partial | xet (a xorb or shard)
+    name: str  # storage key; a partial write's driver name (.tmp/<uuid>, <key>?uploadId=<id>)
+    size: int
+    age_seconds: float
 
 
 @dataclass
@@ -31,6 +48,9 @@ class GcReport:
     bytes_freed: int = 0
     kept_young: int = 0
     uploads_swept: int = 0
+    partials_swept: int = 0
+    items: list[GcItem] = field(default_factory=list)
+    xet: XetGcReport | None = None  # xorbs, shards and file records nothing live uses (mirror/xet/)
 
 
 def _marked(engine: Engine, store: BlobStore) -> set[str]:
@@ -51,13 +71,19 @@ def _marked(engine: Engine, store: BlobStore) -> set[str]:
 
 def collect(
     engine: Engine, store: BlobStore, *, grace_seconds: float = 24 * 3600, dry_run: bool = False,
-    actor: audit.Actor = audit.SYSTEM,
+    actor: audit.Actor = audit.SYSTEM, progress: Progress = NO_PROGRESS,
 ) -> GcReport:
+    """Sweep what nothing references and is older than ``grace_seconds``; ``dry_run`` deletes nothing.
+    Raises StorageError when a manifest is unreadable (nothing is swept then)."""
     report = GcReport()
+    progress.begin("marking")
     marked = _marked(engine, store)
     report.referenced = len(marked)
-    cutoff = time.time() - grace_seconds
+    now = time.time()
+    cutoff = now - grace_seconds
+    progress.begin("sweeping" if not dry_run else "listing")
     for key in store.driver.iter_keys(layout.BLOBS_PREFIX):
+        progress.advance(files=1)
         digest = layout.digest_from_blob_key(key)
         if digest is None or digest in marked:
             continue
@@ -69,6 +95,7 @@ def collect(
             continue
         report.swept.append(digest)
         report.bytes_freed += info.size
+        report.items.append(GcItem("blob", key, info.size, now - info.modified))
         if not dry_run:
             store.driver.delete(key)
     for key in store.driver.iter_keys(layout.UPLOADS_PREFIX):
@@ -76,13 +103,26 @@ def collect(
         if info is not None and info.modified <= cutoff:
             report.uploads_swept += 1
             report.bytes_freed += info.size
+            report.items.append(GcItem("upload", key, info.size, now - info.modified))
             if not dry_run:
                 store.driver.delete(key)
-    if not dry_run and (report.swept or report.uploads_swept):
+    report.xet = xet_maintenance.collect(store, marked, cutoff=cutoff, dry_run=dry_run)
+    report.bytes_freed += report.xet.bytes_freed
+    report.items += [GcItem("xet", key, size, age) for key, size, age in report.xet.items]
+    for info in list(store.driver.iter_partial_writes()):  # listed whole first: S3 pages must not shift under us
+        if info.modified <= cutoff:
+            report.partials_swept += 1
+            report.bytes_freed += info.size
+            report.items.append(GcItem("partial", info.key, info.size, now - info.modified))
+            if not dry_run:
+                store.driver.delete_partial_write(info.key)
+    if not dry_run and report.items:
         with session_scope(engine) as session:
             if report.swept:
                 session.execute(delete(KnownBlob).where(KnownBlob.sha256.in_(report.swept)))  # type: ignore[attr-defined]
-            audit.record(session, actor, "gc", "store", swept=len(report.swept), bytes_freed=report.bytes_freed)
-    log.info("gc: %d referenced, %d swept (%d bytes), %d young kept", report.referenced, len(report.swept),
-             report.bytes_freed, report.kept_young)
+            audit.record(session, actor, "gc", "store", swept=len(report.swept), uploads=report.uploads_swept,
+                         partial_writes=report.partials_swept, bytes_freed=report.bytes_freed)
+    progress.end()
+    log.info("gc: %d referenced, %d swept, %d uploads, %d partial writes (%d bytes), %d young kept", report.referenced,
+             len(report.swept), report.uploads_swept, report.partials_swept, report.bytes_freed, report.kept_young)
     return report

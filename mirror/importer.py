@@ -18,10 +18,14 @@ from sqlalchemy.engine import Engine
 
 from mirror.errors import ImportSourceError
 from mirror.lfs import LfsRules
+from mirror.progress import NO_PROGRESS, CountingReader, Progress
 from mirror.publishing import publish_manifest
+from mirror.xet.builder import XetBuilder
+from mirror.scan.gate import Gate
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
-from registry import gitobjects
+from registry import audit, gitobjects, scanning
+from registry.db import session_scope
 from registry.errors import InvalidInputError
 from registry.manifest import Manifest, ManifestEntry
 from registry.refs import RefName, parse_ref
@@ -105,11 +109,15 @@ def _lfs_rules(files: list[SourceFile]) -> LfsRules:
     return LfsRules.from_gitattributes(attrs.real.read_text("utf-8", errors="replace"))
 
 
-def _ingest(store: BlobStore, f: SourceFile, lfs: bool) -> ManifestEntry:
+def _ingest(store: BlobStore, f: SourceFile, lfs: bool, progress: Progress = NO_PROGRESS) -> ManifestEntry:
     expect_sha256 = f.etag if f.etag and len(f.etag) == 64 else None
     expect_oid = f.etag if f.etag and len(f.etag) == 40 else None
     with open(f.real, "rb") as src:
-        d = store.ingest_file(src, size=f.size, sha256=expect_sha256, git_oid=expect_oid, what=f.path)
+        # counted as it is read; a store that hashes a file before uploading it (S3) reads it twice: counted at the end
+        counted = store.driver.cheap_move
+        d = store.ingest_file(CountingReader(src, progress) if counted else src, size=f.size,  # type: ignore[arg-type]
+                              sha256=expect_sha256, git_oid=expect_oid, what=f.path)
+    progress.advance(0 if counted else f.size, files=1)
     return ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid, lfs=lfs)
 
 
@@ -123,11 +131,20 @@ def import_folder(
     refs: list[str] | None = None,
     signer: Signer | None = None,
     instance: str = "hubgate",
+    gate: Gate | None = None,
+    actor: audit.Actor = audit.SYSTEM,
+    approve_code: bool = False,
+    xet: XetBuilder | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> ImportResult:
     """Import ``folder`` as ``repo`` at ``revision`` (derived from the content when None) and point ``refs`` at it.
 
+    The content gate scans every stored blob before anything is published. ``approve_code``: the
+    ``actor`` (an operator at the CLI) approves the folder's code files as they are, recorded with
+    their sha256 like an admin's code approval over REST.
+
     Raises ImportSourceError or InvalidInputError on bad input (nothing written), ConflictError if
-    the commit is already published with other content.
+    the commit is already published with other content, ContentBlockedError if the scan blocks it.
     """
     repo = RepoRef.parse(repo.type, repo.id)
     if not folder.is_dir():
@@ -145,9 +162,11 @@ def import_folder(
     files = scan_folder(folder, allowed_root, cache_blobs=allowed_root / "blobs" if cached is not None else None)
     rules = _lfs_rules(files)
     entries = []
+    progress.begin("copying", total_bytes=sum(f.size for f in files), total_files=len(files))
     for f in files:
         lfs = (len(f.etag) == 64) if f.etag else rules.is_lfs(f.path)
-        entries.append(_ingest(store, f, lfs))
+        entries.append(_ingest(store, f, lfs, progress))
+    progress.begin("scanning and publishing")
     if revision is None:
         tree = gitobjects.tree_oids(gitobjects.GitFile(e.path, e.tree_oid) for e in entries)[""]
         revision = gitobjects.commit_oid(tree, f"Import {repo.id}")
@@ -160,8 +179,21 @@ def import_folder(
     existing = _existing_manifest(store, manifest)
     if existing is not None:
         manifest = existing  # same content: keep the first manifest byte for byte
-    provenance = {"instance": instance, "source": manifest.source.get("kind")}
-    return ImportResult(manifest, publish_manifest(engine, store, manifest, ref_names, signer=signer, provenance=provenance))
+    if approve_code:
+        from mirror.scan import is_code_path
+
+        code = {e.path: e.sha256 for e in manifest.files if is_code_path(e.path)}
+        if code:
+            with session_scope(engine) as session:
+                scanning.approve_code(session, repo, code, actor=actor)
+    provenance = {"instance": instance, "source": manifest.source.get("kind"), "imported_by": actor.name}
+    published = publish_manifest(
+        engine, store, manifest, ref_names, signer=signer, provenance=provenance, gate=gate, xet=xet,
+        in_transaction=lambda s: audit.record(s, actor, "import", f"{repo}@{manifest.commit}",
+                                              source=manifest.source.get("kind"), files=len(manifest.files)),
+    )
+    progress.end()
+    return ImportResult(manifest, published)
 
 
 def _existing_manifest(store: BlobStore, manifest: Manifest) -> Manifest | None:

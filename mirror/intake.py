@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from mirror.scan import check_tree
 from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile
 from registry import audit, catalog, policy, workflow
 from registry.db import session_scope
@@ -106,6 +107,11 @@ def create_request(
         auto_map=_has_auto_map(upstream, repo, commit, listing), base_models=_base_models(engine, info),
     )
     findings, verdict = policy.evaluate(facts, settings)
+    # The path grammar is checked over the whole upstream tree (chosen files or not): it refuses the revision.
+    tree = [{"rule": f.rule, "severity": f.severity, "message": f.message, "data": f.data}
+            for f in check_tree(f.path for f in listing)]
+    if tree:
+        findings, verdict = findings + tree, "blocked"
     changes = changes_against(engine, repo, revision, selected, license_)
     with session_scope(engine) as session:
         return workflow.submit(

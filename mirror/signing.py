@@ -131,6 +131,54 @@ class Signer:
         return json.dumps(bundle, indent=2).encode() + b"\n"
 
 
+PROVENANCE_PAYLOAD_TYPE = "application/vnd.hubgate.provenance.v1+json"
+
+
+def provenance_statement(manifest: Manifest, provenance: dict[str, object]) -> dict[str, object]:
+    """What a provenance signature covers: the snapshot it is about (repo, commit, manifest digest) and the
+    whole record (who approved, every file's scan record, overrides, code approvals)."""
+    return {"repo_type": manifest.repo_type.value, "repo_id": manifest.repo_id, "commit": manifest.commit,
+            "manifest_sha256": manifest.digest(), "provenance": provenance}
+
+
+def sign_provenance(signer: "Signer", manifest: Manifest, provenance: dict[str, object]) -> bytes:
+    """A DSSE envelope (JSON) over the canonical provenance statement, by this instance's key."""
+    payload = json.dumps(provenance_statement(manifest, provenance), sort_keys=True, separators=(",", ":")).encode()
+    sig = signer.private_key.sign(pae(PROVENANCE_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    envelope = {"payloadType": PROVENANCE_PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
+                "signatures": [{"keyid": signer.key_id, "sig": base64.b64encode(sig).decode()}]}
+    return json.dumps(envelope, indent=2).encode() + b"\n"
+
+
+def verify_provenance(envelope_bytes: bytes, manifest: Manifest,
+                      trusted: dict[str, ec.EllipticCurvePublicKey]) -> dict[str, object]:
+    """Check a provenance envelope against a trusted key and ``manifest``; return the signed provenance.
+
+    Raises SignatureError on a malformed envelope, an untrusted key, a bad signature, or a statement
+    about another snapshot."""
+    try:
+        env = json.loads(envelope_bytes)
+        payload = base64.b64decode(env["payload"], validate=True)
+        sig = base64.b64decode(env["signatures"][0]["sig"], validate=True)
+        keyid, payload_type = env["signatures"][0]["keyid"], env["payloadType"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise SignatureError(f"Malformed provenance signature: {exc}") from exc
+    key = trusted.get(keyid)
+    if key is None:
+        raise SignatureError(f"Provenance signed by an untrusted key {str(keyid)[:16]}…")
+    if payload_type != PROVENANCE_PAYLOAD_TYPE:
+        raise SignatureError(f"Unexpected payload type {payload_type!r}")
+    try:
+        key.verify(sig, pae(payload_type, payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        raise SignatureError("Provenance signature does not verify") from exc
+    doc = json.loads(payload)
+    if (doc.get("repo_type"), doc.get("repo_id"), doc.get("commit"), doc.get("manifest_sha256")) != (
+            manifest.repo_type.value, manifest.repo_id, manifest.commit, manifest.digest()):
+        raise SignatureError(f"The provenance signature is about another snapshot than {manifest.repo_id}@{manifest.commit}")
+    return dict(doc["provenance"])
+
+
 def verify(bundle_bytes: bytes, manifest: Manifest, trusted: dict[str, ec.EllipticCurvePublicKey]) -> str:
     """Check a bundle against ``manifest`` and the trusted keys (key id -> key). Returns the signing key id.
 

@@ -19,17 +19,21 @@ from datetime import datetime, timezone
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from mirror.digests import Digests
+from mirror.telemetry import SYNC_BYTES, SYNC_FILES, TELEMETRY
 from mirror.publishing import publish_manifest
+from mirror.xet.builder import XetBuilder
+from mirror.scan import check_tree
+from mirror.scan.gate import Decisions, Gate, Prescan, decide
 from mirror.signing import Signer
-from mirror.storage.blobs import BlobStore, BlobWriter
+from mirror.storage.blobs import BlobBatch, BlobStore, BlobWriter
 from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError
-from registry import policy, workflow
+from registry import access, knownblobs, policy, workflow
 from registry.db import session_scope
+from registry.errors import ContentBlockedError
 from registry.manifest import Manifest, ManifestEntry
-from registry.models import KnownBlob
 from registry.refs import RefName, parse_ref
 from registry.types import RepoRef, is_commit_sha
 
@@ -49,7 +53,7 @@ class SyncOptions:
 @dataclass(frozen=True)
 class PlannedFile:
     upstream: UpstreamFile
-    known: KnownBlob | None  # already stored: nothing to fetch
+    known: knownblobs.Blob | None  # already stored: nothing to fetch
 
 
 class Progress:
@@ -63,11 +67,20 @@ class Progress:
             self.bytes_done += nbytes
             self.files_done += files
 
+    def fetched(self, nbytes: int = 0, files: int = 0) -> None:
+        """Bytes and files downloaded from the upstream (not those already stored): progress and /metrics."""
+        self.add(nbytes, files)
+        if nbytes:
+            TELEMETRY.add(SYNC_BYTES, nbytes)
+        if files:
+            TELEMETRY.add(SYNC_FILES, files)
+
 
 class Syncer:
     def __init__(
         self, engine: Engine, store: BlobStore, upstream: HubUpstream | Callable[[], HubUpstream],
         options: SyncOptions | None = None, *, signer: Signer | None = None, instance: str = "hubgate",
+        gate: Gate | None = None, xet: XetBuilder | None = None,
     ) -> None:
         """``upstream`` may be a factory, asked again at the start of every job (a new token takes effect)."""
         self.engine, self.store = engine, store
@@ -76,6 +89,8 @@ class Syncer:
         self.upstream: HubUpstream = upstream if isinstance(upstream, HubUpstream) else None  # type: ignore[assignment]
         self.options = options or SyncOptions()
         self.signer, self.instance = signer, instance
+        self.gate = gate or Gate(store, signer=signer)
+        self.xet = xet  # HUBGATE_XET=on: builds the Xet form of large files once published
 
     def connect(self) -> HubUpstream:
         """The upstream client for the next job; a factory is asked again (a new token takes effect).
@@ -89,33 +104,37 @@ class Syncer:
     def plan(self, repo: RepoRef, commit: str, allow: list[str] | None, ignore: list[str] | None) -> list[PlannedFile]:
         """The files to publish, each marked with the stored blob that already holds it, if any."""
         listing = {f.path: f for f in self.upstream.list_files(repo, commit)}
+        refused = check_tree(listing)  # the whole tree, chosen files or not: refused before a byte is fetched
+        if refused:
+            result = decide([], refused, Decisions(), set())
+            raise ContentBlockedError(result.message(f"{repo}@{commit}"), result.record())
         chosen = [listing[p] for p in policy.select_files(sorted(listing), allow, ignore)]
-        with Session(self.engine) as session:
-            return [PlannedFile(f, self._known(session, f)) for f in chosen]
+        with Session(self.engine) as session:  # one lookup for all the files, not one per file
+            by_sha, by_oid = knownblobs.lookup(session, sha256s=[f.lfs_sha256 for f in chosen if f.lfs_sha256],
+                                               git_oids=[f.oid for f in chosen if not f.lfs_sha256])
+        return [PlannedFile(f, self._known(f, by_sha, by_oid)) for f in chosen]
 
-    def _known(self, session: Session, f: UpstreamFile) -> KnownBlob | None:
-        if f.lfs_sha256:
-            row = session.get(KnownBlob, f.lfs_sha256)
-        else:
-            row = session.exec(select(KnownBlob).where(KnownBlob.git_oid == f.oid)).first()
+    def _known(self, f: UpstreamFile, by_sha: dict[str, knownblobs.Blob],
+               by_oid: dict[str, knownblobs.Blob]) -> knownblobs.Blob | None:
+        row = by_sha.get(f.lfs_sha256) if f.lfs_sha256 else by_oid.get(f.oid)
         if row is not None and row.size == f.size and self.store.has(row.sha256):
             return row
         return None
 
     # step 2
-    def fetch(self, repo: RepoRef, commit: str, f: UpstreamFile, progress: Progress) -> Digests:
-        """Download and store one file, verified against the upstream's size and sha256 / git blob id."""
+    def fetch(self, repo: RepoRef, commit: str, f: UpstreamFile, progress: Progress,
+              batch: BlobBatch | None = None) -> Digests:
+        """Download and store one file, verified against the upstream's size and sha256 / git blob id.
+
+        With ``batch`` the blob is in the store only after the batch's next flush."""
         expect_sha = f.lfs_sha256
         expect_oid = None if f.lfs_sha256 else f.oid
-        with self.store.ingest(size=f.size, sha256=expect_sha, git_oid=expect_oid, what=f.path) as w:
+        with self.store.ingest(size=f.size, sha256=expect_sha, git_oid=expect_oid, what=f.path, batch=batch) as w:
             if f.size >= self.options.parallel_threshold:
                 self._fetch_ranges(repo, commit, f, w, progress)
             else:
                 self._fetch_stream(repo, commit, f, w, progress)
-            digests = w.commit()
-        with session_scope(self.engine) as session:
-            session.merge(KnownBlob(sha256=digests.sha256, git_oid=digests.git_oid, size=digests.size))
-        return digests
+            return w.commit()
 
     def _fetch_stream(self, repo: RepoRef, commit: str, f: UpstreamFile, w: BlobWriter, progress: Progress) -> None:
         failures = 0
@@ -125,7 +144,7 @@ class Syncer:
                 with self.upstream.open(repo, commit, f.path, start=start) as chunks:
                     for chunk in chunks:
                         w.write(chunk)
-                        progress.add(len(chunk))
+                        progress.fetched(len(chunk))
                 if w.written >= f.size:
                     return
                 raise UpstreamError(f"{f.path}: upstream closed after {w.written} of {f.size} bytes")
@@ -163,7 +182,7 @@ class Syncer:
                 while pending:
                     data = pending.popleft().result()
                     w.write(data)
-                    progress.add(len(data))
+                    progress.fetched(len(data))
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending.append(pool.submit(self._fetch_part, repo, commit, f.path, *nxt))
@@ -181,6 +200,7 @@ class Syncer:
             allow, ignore = req.allow_patterns, req.ignore_patterns
             provenance = {"instance": self.instance, "request": request_pk, "approved_by": req.decided_by,
                           "requested_by": req.requester, "upstream": self.upstream.base_url, "revision": revision}
+        log.info("sync %s@%s: planning (listing the upstream tree)", repo, commit)  # the request shows "planning"
         planned = self.plan(repo, commit, allow, ignore)
         progress = Progress(len(planned), sum(p.upstream.size for p in planned))
         entries: dict[str, ManifestEntry] = {}
@@ -192,22 +212,16 @@ class Syncer:
         todo = [p.upstream for p in planned if p.known is None]
         log.info("sync %s@%s: %d files, %d to fetch", repo, commit, len(planned), len(todo))
         self._report(request_pk, progress)
-        with ThreadPoolExecutor(self.options.file_workers, thread_name_prefix="fetch") as pool:
-            futures = {pool.submit(self.fetch, repo, commit, f, progress): f for f in todo}
-            remaining = set(futures)
-            while remaining:
-                done, remaining = wait(remaining, timeout=self.options.progress_interval, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    f = futures[fut]
-                    if fut.exception() is not None:
-                        for other in remaining:
-                            other.cancel()
-                        raise fut.exception()  # type: ignore[misc]
-                    d = fut.result()
-                    entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
-                                                    lfs=f.lfs_sha256 is not None)
-                    progress.add(files=1)
-                self._report(request_pk, progress)
+        # The content scan takes each file as soon as it is stored, while the others download.
+        prescan = Prescan(self.gate, {p.upstream.path: p.upstream.size for p in planned})
+        for e in entries.values():
+            prescan.add(e.path, e.sha256, e.size)
+        try:
+            self._fetch_all(repo, commit, todo, request_pk, progress, entries, prescan)
+        except BaseException:
+            prescan.cancel()
+            raise
+        gate = prescan.finish()
         manifest = Manifest(
             repo_type=repo.type, repo_id=repo.id, commit=commit,
             created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -215,9 +229,69 @@ class Syncer:
             files=tuple(entries[p] for p in sorted(entries)),
         )
         refs = [] if is_commit_sha(revision) else [self._ref(repo, revision)]
-        publish_manifest(self.engine, self.store, manifest, refs, default_main=True, signer=self.signer,
-                         provenance=provenance, in_transaction=lambda s: workflow.finish(s, request_pk))
+        published = publish_manifest(self.engine, self.store, manifest, refs, default_main=True, signer=self.signer,
+                                     provenance=provenance, gate=gate, xet=self.xet,
+                                     in_transaction=lambda s: (workflow.finish(s, request_pk),
+                                                               access.gate_request(s, request_pk)))
+        if published.scan is not None:
+            with session_scope(self.engine) as session:
+                workflow.record_scan(session, request_pk, published.scan)
         return manifest
+
+    def _fetch_all(self, repo: RepoRef, commit: str, todo: list[UpstreamFile], request_pk: int, progress: Progress,
+                   entries: dict[str, ManifestEntry], prescan: Prescan) -> None:
+        """Fetch ``todo`` with ``file_workers`` threads into ``entries``.
+
+        Blobs are committed in batches (mirror/storage/blobs.py BlobBatch): every progress interval
+        (and at the end, and on a failure) the batch is flushed, which makes its blobs durable and
+        visible, and only then are they recorded as KnownBlob rows, in the same transaction as the
+        progress, and handed to ``prescan``. A crash loses at most the blobs fetched since the last
+        flush; none that has a row.
+        """
+        flushed: list[ManifestEntry] = []  # verified, not recorded yet
+
+        def flush() -> None:
+            batch.flush()
+            self._report(request_pk, progress, known=[knownblobs.Blob(e.sha256, e.git_oid, e.size) for e in flushed])
+            for e in flushed:
+                prescan.add(e.path, e.sha256, e.size)
+            flushed.clear()
+
+        with self.store.batch() as batch, ThreadPoolExecutor(self.options.file_workers,
+                                                             thread_name_prefix="fetch") as pool:
+            futures = {pool.submit(self.fetch, repo, commit, f, progress, batch): f for f in todo}
+            remaining = set(futures)
+            try:
+                while remaining:
+                    done, remaining = wait(remaining, timeout=self.options.progress_interval,
+                                           return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        f = futures[fut]
+                        if fut.exception() is not None:
+                            for other in remaining:
+                                other.cancel()
+                            raise fut.exception()  # type: ignore[misc]
+                        d = fut.result()
+                        entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
+                                                        lfs=f.lfs_sha256 is not None)
+                        flushed.append(entries[f.path])
+                        progress.fetched(files=1)
+                    flush()
+            except BaseException:
+                # Keep what was verified (a retry then skips it): the other fetches finish or fail first.
+                for other in remaining:
+                    other.cancel()
+                wait(remaining)
+                for fut in remaining:
+                    if not fut.cancelled() and fut.exception() is None:
+                        d, f = fut.result(), futures[fut]
+                        flushed.append(ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
+                                                     lfs=f.lfs_sha256 is not None))
+                try:
+                    flush()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.exception("sync %s@%s: could not keep the blobs fetched before the failure", repo, commit)
+                raise
 
     def _ref(self, repo: RepoRef, revision: str) -> RefName:
         """The ref to publish: a short name is a tag here when it is a tag upstream, else a branch."""
@@ -226,7 +300,10 @@ class Syncer:
             return RefName(ref.name, "tag")
         return ref
 
-    def _report(self, request_pk: int, p: Progress) -> None:
+    def _report(self, request_pk: int, p: Progress, known: list[knownblobs.Blob] | None = None) -> None:
+        """Record the progress, and ``known`` (blobs just made durable) as KnownBlob rows, in one transaction."""
         with session_scope(self.engine) as session:
+            if known:
+                knownblobs.record(session, known)
             workflow.set_progress(session, request_pk, files_done=p.files_done, files_total=p.files_total,
                                   bytes_done=p.bytes_done, bytes_total=p.bytes_total)

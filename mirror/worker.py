@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +15,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mirror.sync import Syncer
+from mirror.telemetry import SYNC_JOBS, TELEMETRY
 from registry import jobs, workflow
 from registry.db import session_scope
-from registry.errors import HubgateError, InvalidTransitionError
+from registry.errors import ContentBlockedError, HubgateError, InvalidTransitionError
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,23 @@ class Worker:
         self.handlers: dict[str, Handler] = {workflow.SYNC_JOB: self._sync}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._last_poll = time.monotonic()  # the claim loops' heartbeat, for readiness (health())
+        self._running = 0  # jobs running now
+        self._running_lock = threading.Lock()
 
     def _sync(self, payload: dict[str, Any]) -> None:
         request_pk = int(payload["request"])
         try:
             self.syncer.run(request_pk)
+            TELEMETRY.add(SYNC_JOBS, label="available")
+        except ContentBlockedError as exc:  # a decision, not a failure: the job is done, nothing to retry
+            TELEMETRY.add(SYNC_JOBS, label="blocked")
+            log.warning("sync of request %d blocked: %s", request_pk, exc.message)
+            with session_scope(self.engine) as session:
+                workflow.block(session, request_pk, exc.scan)
         except Exception as exc:
             message = exc.message if isinstance(exc, HubgateError) else f"{type(exc).__name__}: {exc}"
+            TELEMETRY.add(SYNC_JOBS, label="failed")
             log.error("sync of request %d failed: %s", request_pk, message)
             with session_scope(self.engine) as session:
                 workflow.fail(session, request_pk, message)
@@ -67,6 +79,8 @@ class Worker:
         assert job.pk is not None
         handler = self.handlers.get(job.kind)
         beat = _Heartbeat(self.engine, job.pk, self.worker_id, self.lease_seconds)
+        with self._running_lock:
+            self._running += 1
         try:
             if handler is None:
                 raise RuntimeError(f"no handler for job kind {job.kind!r}")
@@ -80,12 +94,15 @@ class Worker:
                 finished = jobs.complete(session, job.pk, self.worker_id)
         finally:
             beat.stop()
+            with self._running_lock:
+                self._running -= 1
         if not finished:
             log.warning("job %d was taken over by another worker after this one's lease expired", job.pk)
         return True
 
     def run_forever(self) -> None:
         while not self._stop.is_set():
+            self._last_poll = time.monotonic()
             try:
                 busy = self.run_once()
             except Exception:  # a DB hiccup must not kill the worker thread
@@ -100,10 +117,29 @@ class Worker:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def health(self) -> str | None:
+        """None when the claim loops are alive and polling (or running a job), else what is wrong."""
+        if not self._threads:
+            return "the worker was not started"
+        dead = sum(not t.is_alive() for t in self._threads)
+        if dead and not self._stop.is_set():
+            return f"{dead} of {len(self._threads)} worker threads stopped"
+        quiet = time.monotonic() - self._last_poll
+        if self._running == 0 and quiet > max(60.0, 20 * self.poll_seconds):
+            return f"the worker has not polled the queue for {quiet:.0f}s"
+        return None
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop claiming jobs, then wait at most ``timeout`` seconds in all for the running ones.
+
+        Returns False when a job was still running at the deadline. Its thread is a daemon, so the
+        process may exit anyway; the job's lease then expires and the job returns to the queue.
+        """
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
 
 class _Heartbeat:

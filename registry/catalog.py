@@ -90,6 +90,10 @@ def resolve(session: Session, repo: RepoRef, revision: str | None) -> SnapshotVi
 
 
 def _available(view: SnapshotView) -> SnapshotView:
+    if view.state == "blocked":
+        reasons = (view.provenance.get("scan") or {}).get("blocking") or []
+        why = "; ".join(f"{r.get('path') or '(tree)'}: {r.get('message')}" for r in reasons[:3]) or "see its scan record"
+        raise SnapshotUnavailableError(f"{view.repo.id}@{view.commit} is blocked by the content scan: {why}")
     if view.state != "available":
         raise SnapshotUnavailableError(
             f"{view.repo.id}@{view.commit} failed an integrity check and is unavailable until an operator repairs it"

@@ -53,5 +53,17 @@ class PolicyBlockedError(HubgateError):
         self.findings = findings
 
 
+class JustificationRequiredError(HubgateError):
+    """A decision that needs a written reason was made without one."""
+
+
+class ContentBlockedError(HubgateError):
+    """The content scan refused a snapshot; ``scan`` holds every file's record and the blocking reasons."""
+
+    def __init__(self, message: str, scan: dict[str, object]) -> None:
+        super().__init__(message)
+        self.scan = scan
+
+
 class NotFoundError(HubgateError):
     """An admin object (request, token, snapshot) does not exist."""

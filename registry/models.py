@@ -90,6 +90,8 @@ class MirrorRequest(SQLModel, table=True):
     files_done: int = 0
     bytes_total: int = 0
     bytes_done: int = 0
+    # The last sync's content scan: {"files": [FileScan dicts], "blocking": [findings], "code_files": [...]}
+    scan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -117,6 +119,9 @@ class ApiToken(SQLModel, table=True):
     created_by: str = Field(default="cli", max_length=200)
     revoked: bool = False
     last_used_at: datetime | None = None
+    expires_at: datetime | None = None  # None: never (only by an explicit choice)
+    revoked_at: datetime | None = None
+    hash_scheme: str = Field(default="hmac-sha256", max_length=16)  # sha256: a pre-0003 row, re-hashed on first use
 
 
 class AuditEvent(SQLModel, table=True):
@@ -127,6 +132,11 @@ class AuditEvent(SQLModel, table=True):
     target: str = Field(max_length=300)
     source: str | None = Field(default=None, max_length=100)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    token_id: str | None = Field(default=None, max_length=32)
+    request_id: str | None = Field(default=None, max_length=128)  # the HTTP X-Request-Id
+    seq: int | None = Field(default=None, unique=True, index=True)  # position in the hash chain (registry/audit.py)
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
 
 
 class SecretValue(SQLModel, table=True):
@@ -135,3 +145,86 @@ class SecretValue(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     ciphertext: str
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ScanOverride(SQLModel, table=True):
+    """An admin's written exception to one blocking scan finding, for one file's content in one repo."""
+
+    __table_args__ = (UniqueConstraint("repo_type", "repo_id", "path", "sha256", "rule"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    repo_type: str = Field(max_length=16)
+    repo_id: str = Field(max_length=200, index=True)
+    path: str = Field(max_length=1024)
+    sha256: str = Field(max_length=64)
+    rule: str = Field(max_length=64)
+    justification: str
+    actor: str = Field(max_length=200)
+    request_pk: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CodeApproval(SQLModel, table=True):
+    """An admin reviewed this code file (path + content sha256) of this repo: snapshots carrying it may be served."""
+
+    __table_args__ = (UniqueConstraint("repo_type", "repo_id", "path", "sha256"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    repo_type: str = Field(max_length=16)
+    repo_id: str = Field(max_length=200, index=True)
+    path: str = Field(max_length=1024)
+    sha256: str = Field(max_length=64)
+    actor: str = Field(max_length=200)
+    request_pk: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RepoAccess(SQLModel, table=True):
+    """Who may read a repo: public (no row), gated (granted tokens and admins) or private (the same, and
+    invisible to everyone else). Rows may name repos not published yet."""
+
+    repo_type: str = Field(primary_key=True, max_length=16)
+    repo_id: str = Field(primary_key=True, max_length=200)
+    visibility: str = Field(max_length=16)  # gated | private
+    updated_by: str = Field(max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Grant(SQLModel, table=True):
+    """Read access to one gated or private repo for a subject: ``token:<token id>`` or ``group:<name>``."""
+
+    __tablename__ = "accessgrant"  # "grant" is an SQL keyword
+    __table_args__ = (UniqueConstraint("repo_type", "repo_id", "subject"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    repo_type: str = Field(max_length=16)
+    repo_id: str = Field(max_length=200, index=True)
+    subject: str = Field(max_length=200)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GroupMember(SQLModel, table=True):
+    """A token's membership of a named group; grants to ``group:<name>`` reach every member."""
+
+    group_name: str = Field(primary_key=True, max_length=100)
+    token_id: str = Field(primary_key=True, max_length=32)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AccessEpoch(SQLModel, table=True):
+    """One row, bumped in every transaction that revokes a token or changes a grant, a group or a
+    visibility: each process polls it (at most every 0.5 s) to drop its token and access caches."""
+
+    pk: int = Field(default=1, primary_key=True)
+    epoch: int = 0
+
+
+class AuditChainHead(SQLModel, table=True):
+    """One row: the audit chain's last position and hash. Appending updates it first, so concurrent
+    appenders (processes, replicas) queue on its row lock and never fork the chain."""
+
+    pk: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    last_hash: str = Field(max_length=64)

@@ -94,7 +94,8 @@ def check_remote_code(facts: RepoFacts, s: PolicySettings) -> list[dict[str, Any
         return []
     return [_finding(
         "code.remote", BLOCK if s.block_remote_code else WARN,
-        "The repo carries code that trust_remote_code would run", files=py[:50], auto_map=facts.auto_map,
+        "The repo carries code that trust_remote_code would run: after the sync scans it, an admin approves "
+        "each code file by its sha256 before it is published", files=py[:50], auto_map=facts.auto_map,
     )]
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from registry import audit
-from registry.errors import ConflictError, RepoNotFoundError, RevisionNotFoundError
+from registry.db import insert_ignore
+from registry.errors import ConflictError, RepoNotFoundError, RevisionNotFoundError, SnapshotUnavailableError
 from registry.manifest import Manifest
 from registry.models import Ref, Repo, Snapshot, SnapshotFile, utcnow
 from registry.refs import RefName
@@ -22,16 +23,29 @@ from registry.types import RepoRef
 class PublishResult:
     created: bool
     refs_moved: list[str] = field(default_factory=list)
+    scan: dict[str, Any] | None = None  # the content scan record this publish ran (None: scanned before)
 
 
 def get_or_create_repo(session: Session, repo: RepoRef, *, created_at: datetime) -> Repo:
-    """The repo's row; a new one takes ``created_at`` (its first manifest's time: a rebuilt catalog agrees)."""
-    row = session.exec(select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)).first()
+    """The repo's row; a new one takes ``created_at`` (its first manifest's time: a rebuilt catalog agrees).
+
+    Two publishes creating the same repo at once (two workers, two replicas) both get the one row."""
+    query = select(Repo).where(Repo.repo_type == repo.type.value, Repo.repo_id == repo.id)
+    row = session.exec(query).first()
     if row is None:
-        row = Repo(repo_type=repo.type.value, repo_id=repo.id, created_at=created_at)
+        insert_ignore(session, Repo, [{"repo_type": repo.type.value, "repo_id": repo.id, "created_at": created_at}],
+                      conflict=("repo_type", "repo_id"))
+        row = session.exec(query).one()
+    elif _utc(created_at) < _utc(row.created_at):
+        # An older snapshot published later (bundles imported out of order): the repo is as old as its oldest
+        # snapshot, which is also what rebuild-index finds.
+        row.created_at = created_at
         session.add(row)
-        session.flush()
     return row
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def publish(
@@ -52,39 +66,34 @@ def publish(
     created_at = manifest.created_datetime
     repo_row = get_or_create_repo(session, manifest.repo, created_at=created_at)
     assert repo_row.pk is not None
-    snap = session.exec(
-        select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == manifest.commit)
-    ).first()
+    query = select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == manifest.commit)
+    snap = session.exec(query).first()
     created = False
-    if snap is not None:
+    if snap is None:
+        # A concurrent publish of the same commit may insert it first: then this one finds its row below.
+        created = bool(insert_ignore(session, Snapshot, [{
+            "repo_pk": repo_row.pk, "commit": manifest.commit, "manifest_digest": manifest_digest,
+            "file_count": len(manifest.files), "total_size": manifest.total_size, "state": "available",
+            "info": info, "provenance": provenance or {}, "created_at": created_at,
+        }], conflict=("repo_pk", "commit")))
+        snap = session.exec(query.execution_options(populate_existing=True)).one()
+    if created and manifest.files:
+        session.execute(insert(SnapshotFile), [  # one statement for the file rows, however many
+            {"snapshot_pk": snap.pk, "path": f.path, "size": f.size, "sha256": f.sha256, "git_oid": f.git_oid,
+             "lfs": f.lfs} for f in manifest.files
+        ])
+    elif not created:
         if snap.manifest_digest != manifest_digest:
             raise ConflictError(
                 f"{manifest.repo} commit {manifest.commit} is already published with different content"
             )
+        if snap.state == "blocked":
+            raise SnapshotUnavailableError(f"{manifest.repo}@{manifest.commit} is blocked by the content scan")
         if snap.state != "available":
             # The caller has just checked every blob is back (a repair, or a bundle re-import);
             # the metadata read while blobs were missing is refreshed too.
             snap.state, snap.info = "available", info
             session.add(snap)
-    else:
-        snap = Snapshot(
-            repo_pk=repo_row.pk,
-            commit=manifest.commit,
-            manifest_digest=manifest_digest,
-            file_count=len(manifest.files),
-            total_size=manifest.total_size,
-            info=info,
-            provenance=provenance or {},
-            created_at=created_at,
-        )
-        session.add(snap)
-        session.flush()
-        assert snap.pk is not None
-        session.add_all(
-            SnapshotFile(snapshot_pk=snap.pk, path=f.path, size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs)
-            for f in manifest.files
-        )
-        created = True
     moved = [r.name for r in refs if set_ref(session, repo_row, r, manifest.commit)]
     session.flush()
     return PublishResult(created=created, refs_moved=moved)
@@ -104,9 +113,17 @@ def set_ref(session: Session, repo_row: Repo, ref: RefName, commit: str) -> bool
         return False
     if row is None:
         assert repo_row.pk is not None
-        row = Ref(repo_pk=repo_row.pk, name=ref.name, kind=ref.kind, commit=commit)
-    else:
-        row.commit, row.kind, row.updated_at = commit, ref.kind, utcnow()
+        if insert_ignore(session, Ref, [{"repo_pk": repo_row.pk, "name": ref.name, "kind": ref.kind, "commit": commit,
+                                         "updated_at": utcnow()}], conflict=("repo_pk", "name")):
+            return True
+        # A concurrent publish created the ref first: it is a move from there.
+        row = session.get(Ref, (repo_row.pk, ref.name), populate_existing=True)
+        assert row is not None
+        if row.kind != ref.kind:
+            raise ConflictError(f"{ref.name!r} is a {row.kind} of {repo_row.repo_id}; it cannot become a {ref.kind}")
+        if row.commit == commit:
+            return False
+    row.commit, row.kind, row.updated_at = commit, ref.kind, utcnow()
     session.add(row)
     return True
 
@@ -165,15 +182,19 @@ def set_state_for_blobs(session: Session, sha256s: set[str], state: str, *, acto
 
 
 def set_state(
-    session: Session, repo: RepoRef, commit: str, state: str, *, actor: audit.Actor, info: dict[str, Any] | None = None
+    session: Session, repo: RepoRef, commit: str, state: str, *, actor: audit.Actor, info: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Set a snapshot's state (and refresh its repo-info metadata when ``info`` is given)."""
+    """Set a snapshot's state (and refresh its repo-info metadata / provenance when given)."""
     repo_row = existing_repo(session, repo)
     snap = session.exec(select(Snapshot).where(Snapshot.repo_pk == repo_row.pk, Snapshot.commit == commit)).first()
     if snap is None:
         raise RevisionNotFoundError(f"Commit {commit} is not published in {repo.id}")
     if info is not None:
         snap.info = info
+        session.add(snap)
+    if provenance is not None:
+        snap.provenance = provenance
         session.add(snap)
     if snap.state != state:
         snap.state = state
@@ -187,8 +208,9 @@ def referenced_blobs(session: Session) -> dict[str, int]:
 
 
 def unavailable_snapshots(session: Session) -> list[tuple[RepoRef, str]]:
+    """Snapshots an integrity check took away (not those the content scan blocked: only a rescan frees them)."""
     rows = session.exec(
-        select(Repo, Snapshot).join(Snapshot, col(Snapshot.repo_pk) == col(Repo.pk)).where(Snapshot.state != "available")
+        select(Repo, Snapshot).join(Snapshot, col(Snapshot.repo_pk) == col(Repo.pk)).where(Snapshot.state == "unavailable")
     ).all()
     return [(RepoRef.parse(r.repo_type, r.repo_id), s.commit) for r, s in rows]
 

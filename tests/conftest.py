@@ -6,6 +6,8 @@ Three server flavours, each a real uvicorn on 127.0.0.1 with an OS-assigned port
 * ``hubgate_s3_redirect`` S3 store (moto's ThreadedMotoServer over real HTTP), LFS files answered
                           with a 302 to a presigned URL on the moto origin
 * ``hubgate_s3_proxy``    the same S3 setup, every byte streamed through hubgate
+* ``hubgate_s3_redirect_rgw``, ``hubgate_s3_proxy_rgw``: the same two over Ceph RGW, a real S3 server
+                          (``rgw_s3``: one cluster per test run, see tests/helpers/rgw.py)
 
 Every fixture imports what it needs lazily, so collecting the unit tests stays cheap. Under
 pytest-xdist the fixture folders are built once for the whole run (a file lock guards the
@@ -26,6 +28,7 @@ import pytest
 if TYPE_CHECKING:
     from helpers.content import FixtureRepo
     from helpers.hubgate import HubgateServer
+    from helpers.rgw import S3Endpoint
 
 # The HF clients read these at import time; nothing in the test process may phone home.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -105,22 +108,38 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
-def _new_bucket(origin: str, flavour: str) -> str:
-    import boto3
+@pytest.fixture(scope="session")
+def rgw_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """Ceph RGW (a real S3 server) on 127.0.0.1: one cluster for the whole run, shared by the xdist
+    workers, stopped and wiped by the last one to finish. Fails (never skips) without Ceph's packages."""
+    from helpers.rgw import RgwCluster, missing_tools
 
+    why = missing_tools()
+    if why:
+        pytest.fail(why, pytrace=False)
+    cluster = RgwCluster(_shared_dir(tmp_path_factory))
+    user = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
+    endpoint = cluster.acquire(user)
+    try:
+        yield endpoint
+    finally:
+        cluster.release(user)
+
+
+def _new_bucket(s3: S3Endpoint, flavour: str) -> str:
     bucket = f"hubgate-{flavour}-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=origin, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    s3.client().create_bucket(Bucket=bucket)
     return bucket
 
 
 def _serve(flavour: str, tmp_path_factory: pytest.TempPathFactory, repos: list[FixtureRepo],
-           moto_origin: str | None = None, **kwargs: object) -> Iterator[HubgateServer]:
+           s3: S3Endpoint | None = None, **kwargs: object) -> Iterator[HubgateServer]:
     from helpers.hubgate import start_hubgate
 
-    bucket = _new_bucket(moto_origin, flavour) if moto_origin else None
+    bucket = _new_bucket(s3, flavour) if s3 else None
     server = start_hubgate(flavour, tmp_path_factory.mktemp(f"hubgate-{flavour}"), repos,
-                           s3_origin=moto_origin, bucket=bucket, **kwargs)  # type: ignore[arg-type]
+                           s3_origin=s3.origin if s3 else None, bucket=bucket,
+                           s3_keys=(s3.access_key, s3.secret_key) if s3 else None, **kwargs)  # type: ignore[arg-type]
     try:
         yield server
     finally:
@@ -133,16 +152,34 @@ def hubgate_local(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[
     yield from _serve("local", tmp_path_factory, fixture_repos, cli_repos=("csv",))
 
 
+def _moto(origin: str) -> S3Endpoint:
+    from helpers.rgw import S3Endpoint
+
+    return S3Endpoint(origin, "testing", "testing", "moto")
+
+
 @pytest.fixture(scope="session")
 def hubgate_s3_redirect(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[FixtureRepo],
                         moto_s3: str) -> Iterator[HubgateServer]:
-    yield from _serve("s3-redirect", tmp_path_factory, fixture_repos, moto_s3)
+    yield from _serve("s3-redirect", tmp_path_factory, fixture_repos, _moto(moto_s3))
 
 
 @pytest.fixture(scope="session")
 def hubgate_s3_proxy(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[FixtureRepo],
                      moto_s3: str) -> Iterator[HubgateServer]:
-    yield from _serve("s3-proxy", tmp_path_factory, fixture_repos, moto_s3)
+    yield from _serve("s3-proxy", tmp_path_factory, fixture_repos, _moto(moto_s3))
+
+
+@pytest.fixture(scope="session")
+def hubgate_s3_redirect_rgw(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[FixtureRepo],
+                            rgw_s3: S3Endpoint) -> Iterator[HubgateServer]:
+    yield from _serve("s3-redirect-rgw", tmp_path_factory, fixture_repos, rgw_s3)
+
+
+@pytest.fixture(scope="session")
+def hubgate_s3_proxy_rgw(tmp_path_factory: pytest.TempPathFactory, fixture_repos: list[FixtureRepo],
+                         rgw_s3: S3Endpoint) -> Iterator[HubgateServer]:
+    yield from _serve("s3-proxy-rgw", tmp_path_factory, fixture_repos, rgw_s3)
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

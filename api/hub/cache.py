@@ -115,12 +115,17 @@ class MetadataCache:
         self._ref_ttl = ref_ttl
         self._commits: _Lru[tuple[RepoRef, str], CommitIndex] = _Lru(commits)
         self._revisions: _Lru[tuple[RepoRef, str | None], tuple[SnapshotView, float]] = _Lru(revisions)
+        # (cache, hit|miss) -> count, for /metrics (api/observability.py); plain ints: this runs on every request
+        self.lookups: dict[tuple[str, str], int] = {("snapshot", "hit"): 0, ("snapshot", "miss"): 0,
+                                                    ("index", "hit"): 0, ("index", "miss"): 0}
 
     def cached_snapshot(self, repo: RepoRef, revision: str | None) -> SnapshotView | None:
         """A fresh cached answer, or None (then call ``load_snapshot`` off the event loop)."""
         hit = self._revisions.get((repo, revision))
         if hit is None or hit[1] < time.monotonic():
+            self.lookups[("snapshot", "miss")] += 1
             return None
+        self.lookups[("snapshot", "hit")] += 1
         return hit[0]
 
     def load_snapshot(self, repo: RepoRef, revision: str | None) -> SnapshotView:
@@ -134,7 +139,9 @@ class MetadataCache:
         return snap
 
     def cached_index(self, repo: RepoRef, commit: str) -> CommitIndex | None:
-        return self._commits.get((repo, commit))
+        index = self._commits.get((repo, commit))
+        self.lookups[("index", "miss" if index is None else "hit")] += 1
+        return index
 
     def load_index(self, snapshot: SnapshotView) -> CommitIndex:
         """Blocking: load a commit's files from the DB."""

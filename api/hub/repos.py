@@ -17,9 +17,9 @@ from starlette.responses import JSONResponse, Response
 from api.hub import schemas
 from api.hub.cache import CommitIndex
 from api.hub.paths import parse_repo_api, split_raw
-from api.auth import hub_reader
+from api.auth import check_repo, hub_reader
 from api.services import Services, bearer, services
-from registry import catalog
+from registry import access, catalog
 from registry.errors import EntryNotFoundError, InvalidInputError, RepoNotFoundError
 from registry.types import RepoRef, RepoType
 
@@ -74,13 +74,19 @@ async def repo_api(request: Request) -> Response:
     if request.method == "POST" and call.action != "paths-info":
         return JSONResponse({"error": "Method not allowed"}, status_code=405)
     svc = services(request)
-    await hub_reader(request)
+    actor = await hub_reader(request)
+    await check_repo(svc, actor, call.repo)  # gated / private: before anything about the repo is looked up
     if call.action == "refs":
-        return await _refs(request, svc, call.repo)
+        refs = await _refs(request, svc, call.repo)
+        await svc.access_snapshot(fresh=True)  # read after the refs: a repo published (and gated) just now
+        await check_repo(svc, actor, call.repo)
+        return refs
     snapshot = await svc.snapshot(call.repo, call.revision)
+    await check_repo(svc, actor, call.repo)  # again: a catalog miss refreshed the access state (a new publish)
     if call.action is None or call.action == "revision":
         index = await svc.index(snapshot)
-        doc = schemas.repo_info(snapshot, index, blobs=_flag(request, "blobs"))
+        doc = _with_access(schemas.repo_info(snapshot, index, blobs=_flag(request, "blobs")),
+                           (await svc.access_snapshot()).visibility.get(access.key_of(call.repo)))
         return JSONResponse(schemas.expand_filter(doc, request.query_params.getlist("expand")))
     if call.action == "commits":
         formatted = "formatted" in request.query_params.getlist("expand[]") + request.query_params.getlist("expand")
@@ -159,8 +165,10 @@ async def list_repos(request: Request) -> JSONResponse:
     """``GET /api/models`` and ``/api/datasets``: search, author, filter, sort, limit, paginated."""
     repo_type = RepoType.MODEL if request.url.path.rstrip("/").endswith("models") else RepoType.DATASET
     svc = services(request)
-    await hub_reader(request)
+    actor = await hub_reader(request)
     q = request.query_params
+    acl = await svc.access_snapshot()
+    token_id, role = (actor.token_id, actor.role) if actor is not None else (None, None)
 
     def load() -> list[dict[str, Any]]:
         with Session(svc.engine) as session:
@@ -168,6 +176,10 @@ async def list_repos(request: Request) -> JSONResponse:
         return [schemas.repo_info(s, None) | {"_tags": set(s.info.get("tags") or [])} for s in snaps]
 
     docs = await run_in_threadpool(load)
+    # A private repo is not there for a caller who may not read it; a gated one is listed, marked gated.
+    kind = repo_type.value
+    docs = [_with_access(d, acl.visibility.get((kind, d["id"]))) for d in docs
+            if acl.visibility.get((kind, d["id"])) != access.PRIVATE or acl.may_read((kind, d["id"]), token_id, role)]
     searches = [s.lower() for s in q.getlist("search") if s]
     author = q.get("author")
     filters = q.getlist("filter")
@@ -195,6 +207,15 @@ async def list_repos(request: Request) -> JSONResponse:
             d.pop("config", None)
     expand = q.getlist("expand")
     return paged(request, svc, [schemas.expand_filter(d, expand) for d in docs], svc.settings.list_page_size)
+
+
+def _with_access(doc: dict[str, Any], visibility: str | None) -> dict[str, Any]:
+    """The Hub's ``gated`` ("manual": an admin grants access) and ``private`` fields of a repo document."""
+    if visibility == access.GATED:
+        doc["gated"] = "manual"
+    elif visibility == access.PRIVATE:
+        doc["private"] = True
+    return doc
 
 
 async def whoami(request: Request) -> JSONResponse:

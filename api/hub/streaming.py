@@ -7,13 +7,28 @@ cold one is first faulted in by a threadpool thread (the disk is never waited on
 loop), with a readahead hint for the next. Each window is unmapped once sent, so memory does not
 grow with the file.
 
-Readers that are not plain files (S3 proxy mode) are streamed in 8 MiB reads from the threadpool,
-the best safe Python variant measured in shared/research/perf-baselines.md §3. A client that goes
-away stops both loops.
+Readers that are not plain files (S3 proxy mode) are streamed in reads from the threadpool, the best
+safe Python variant measured in shared/research/perf-baselines.md §3. A client that goes away stops
+both loops.
+
+Memory is bounded per process, not per stream: the bytes the responses of a process hold at once are
+its budget (``STREAM_BUDGET``, 16 MiB), shared by the responses streaming now. One client gets 8 MiB
+windows (the fastest); 64 get 256 KiB each. A read (S3) costs about four times its size at its peak
+(the read buffer, the copies urllib3 and botocore make, the bytes waiting on the socket), so reads
+take a quarter of the share: 4 MiB for one client, 64 KiB each for 64 (8 MiB reads per stream took
+64 streams to +180 MiB; with the shared budget they stay within +50 MiB of idle, tests/sync/
+test_production_shape.py). Each window or read is sent before the next is taken, and ``send`` waits
+while the client's socket is full: a slow client holds one window, never a growing queue.
+
+``pin_malloc_threshold`` (called by ``hubgate serve``) keeps freed read buffers from staying in the
+process: glibc raises its mmap threshold to the size of any large block freed (up to 32 MiB), after
+which reads of a few hundred KiB come from per-thread heaps that do not shrink; measured, 64 S3-proxy
+streams left a replica 180 MiB larger after they ended, and none with the threshold pinned.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import logging
 import os
@@ -24,10 +39,41 @@ from starlette.types import Receive, Scope, Send
 
 from api.hub.mapped import MappedWindow
 
-CHUNK_SIZE = 8 * 1024 * 1024
+CHUNK_SIZE = 8 * 1024 * 1024  # the largest window or read
+MIN_CHUNK_SIZE = 64 * 1024
+STREAM_BUDGET = 16 * 1024 * 1024  # bytes all the responses of a process hold at once
+READ_COST = 4  # bytes of memory a read of one byte takes at its peak (module docstring)
+_M_MMAP_THRESHOLD = -3  # mallopt(3)
 
 log = logging.getLogger(__name__)
 _mapping_works = True  # until the store's file system refuses a map once
+
+
+class _Streams:
+    """How many responses stream now (in this process: they all run on its event loop, no lock needed),
+    and so how large each one's next window or read may be."""
+
+    def __init__(self, budget: int = STREAM_BUDGET) -> None:
+        self.budget, self.active = budget, 0
+
+    def chunk(self, cost: int = 1) -> int:
+        """The next window (``cost`` 1) or read (``cost`` READ_COST) of one response."""
+        share = self.budget // (max(self.active, 1) * cost)
+        return max(MIN_CHUNK_SIZE, min(CHUNK_SIZE, share - share % MIN_CHUNK_SIZE))
+
+
+_streams = _Streams()  # one per process: the budget is the process's
+
+
+def pin_malloc_threshold(threshold: int = MIN_CHUNK_SIZE) -> bool:
+    """Serve buffers of ``threshold`` bytes or more from their own mappings, returned to the system when
+    freed (glibc's ``M_MMAP_THRESHOLD``, which also stops glibc from raising it). Returns False where the
+    C library is not glibc (nothing changes)."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 class BlobResponse:
@@ -38,9 +84,10 @@ class BlobResponse:
         length: int,
         status: int,
         headers: list[tuple[bytes, bytes]],
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int | None = None,
     ) -> None:
-        self._reader, self._length, self._chunk = reader, length, chunk_size
+        """``chunk_size``: a fixed window/read size; None shares the process's budget (module docstring)."""
+        self._reader, self._length, self._fixed_chunk = reader, length, chunk_size
         self.status_code = status
         self.raw_headers = headers + [(b"content-length", str(length).encode())]
 
@@ -50,7 +97,11 @@ class BlobResponse:
             if self._reader is None or scope["method"] == "HEAD" or self._length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await self._stream_until_disconnect(receive, send)
+            _streams.active += 1
+            try:
+                await self._stream_until_disconnect(receive, send)
+            finally:
+                _streams.active -= 1
         finally:
             if self._reader is not None:
                 await anyio.to_thread.run_sync(self._reader.close)
@@ -80,10 +131,19 @@ class BlobResponse:
                 raise group.exceptions[0] from None
             raise
 
+    @property
+    def _chunk(self) -> int:
+        return self._fixed_chunk or _streams.chunk()
+
+    @property
+    def _read_size(self) -> int:
+        return self._fixed_chunk or _streams.chunk(READ_COST)
+
     async def _send_mapped(self, send: Send, fd: int, offset: int) -> None:
         end, pos = offset + self._length, offset
         while pos < end:
-            stop = min(pos + self._chunk, end)
+            chunk = self._chunk
+            stop = min(pos + chunk, end)
             try:
                 window = MappedWindow(fd, pos, stop)
             except OSError as exc:
@@ -99,7 +159,7 @@ class BlobResponse:
                 if not window.resident():
                     await anyio.to_thread.run_sync(window.fault_in)  # the disk is waited on here, not on the loop
                     if stop < end:  # a cold file: let the kernel read the next window meanwhile
-                        os.posix_fadvise(fd, stop, min(self._chunk, end - stop), os.POSIX_FADV_WILLNEED)
+                        os.posix_fadvise(fd, stop, min(chunk, end - stop), os.POSIX_FADV_WILLNEED)
                 await send({"type": "http.response.body", "body": window.view, "more_body": stop < end})
             finally:
                 window.close()
@@ -109,7 +169,7 @@ class BlobResponse:
         assert self._reader is not None
         remaining = self._length
         while remaining > 0:
-            chunk = await anyio.to_thread.run_sync(self._reader.read, min(self._chunk, remaining))
+            chunk = await anyio.to_thread.run_sync(self._reader.read, min(self._read_size, remaining))
             if not chunk:  # short blob: abort rather than end a body that looks complete
                 raise OSError(f"blob ended {remaining} bytes early")
             remaining -= len(chunk)

@@ -11,6 +11,7 @@ X_LINKED_ETAG = "X-Linked-Etag"
 X_LINKED_SIZE = "X-Linked-Size"
 X_ERROR_CODE = "X-Error-Code"
 X_ERROR_MESSAGE = "X-Error-Message"
+X_REQUEST_ID = "X-Request-Id"  # on every answer (api/edge.py)
 ETAG = "ETag"
 
 REPO_NOT_FOUND = "RepoNotFound"

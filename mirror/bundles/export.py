@@ -36,6 +36,7 @@ from mirror.bundles.format import (
     SnapshotKey, VolumeList, blob_member, canonical_json, own_key, sha256_hex, sign_detached, snapshot_member,
 )
 from mirror.errors import ObjectNotFoundError
+from mirror.progress import NO_PROGRESS, CountingReader, Progress
 from mirror.signing import Signer
 from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
@@ -100,6 +101,7 @@ def export_bundle(
     form: Literal["dir", "tar"] = "dir",
     volume_size: int | None = None,
     instance: str = "hubgate",
+    progress: Progress = NO_PROGRESS,
 ) -> ExportResult:
     """Write the published snapshots of ``repos`` (all repos when None) that ``since`` did not carry to ``out``.
 
@@ -138,16 +140,20 @@ def export_bundle(
     try:
         for path, data in [(INDEX_NAME, index_bytes), (INDEX_SIG_NAME, index_sig), *plan.small]:
             writer.add(path, len(data), io.BytesIO(data))
+        progress.begin("writing blobs", total_bytes=sum(plan.blobs.values()), total_files=len(plan.blobs))
         with ThreadPoolExecutor(1, thread_name_prefix="export-hash") as pool:
             for sha, size in plan.blobs.items():
                 with store.open(sha) as f:
-                    reader = _VerifyingReader(f, sha, size, pool)
+                    reader = _VerifyingReader(CountingReader(f, progress), sha, size, pool)  # type: ignore[arg-type]
                     writer.add(blob_member(sha), size, reader)
                     reader.check()
+                progress.advance(files=1)
         paths, size, kind = _finish(writer, signer, index_bytes, index_sig, volume_size)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        progress.end()
     log.info("exported %d snapshots, %d blobs (%d bytes) to %s", len(plan.snapshots), len(plan.blobs), size, out)
     return ExportResult(
         form=kind, paths=paths, index_sha256=sha256_hex(index_bytes), key_id=signer.key_id,

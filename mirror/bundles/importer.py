@@ -27,19 +27,25 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from mirror import signing
+from mirror.bundles import ordering
 from mirror.bundles.readers import BundleSource, Member, open_bundle, read_small, read_verified
 from mirror.bundles.format import (
     APPROVAL, BLOB, MANIFEST, BundleError, Index, PublicKeys, RefEntry, SnapshotKey, member_kind,
 )
 from mirror.errors import DigestMismatchError, ObjectNotFoundError
+from mirror.progress import NO_PROGRESS, Progress
 from mirror.publishing import publish_manifest
+from mirror.storage.resume import ResumableWriter, resumable_writer
+from mirror.xet.builder import XetBuilder
+from mirror.scan.gate import Decisions, Gate
 from mirror.storage.blobs import BlobStore
-from registry import audit, snapshots
+from registry import access, audit, snapshots
 from registry.db import session_scope
-from registry.errors import InvalidInputError
+from registry.errors import ContentBlockedError, InvalidInputError
 from registry.manifest import Manifest
 from registry.models import Ref, Repo, Snapshot
 from registry.refs import RefName
+from registry.types import RepoRef
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,14 @@ class ImportResult:
     unchanged: list[SnapshotKey] = field(default_factory=list)
     refs_moved: list[str] = field(default_factory=list)
     refs_skipped: list[str] = field(default_factory=list)  # their commit is not published here
+    blocked: dict[str, str] = field(default_factory=dict)  # "repo@commit" -> why this side's content scan refused it
     blobs_copied: int = 0
     blobs_skipped: int = 0  # already in the store
     bytes_copied: int = 0
+    restored: list[SnapshotKey] = field(default_factory=list)  # unavailable here (a lost blob) and available again
+    refs_kept: list[str] = field(default_factory=list)  # "repo:ref -> commit": here newer than this bundle
+    requests_fulfilled: list[str] = field(default_factory=list)  # offline requests whose revision arrived
+    resumed: dict[str, int] = field(default_factory=dict)  # blob sha256 -> byte an interrupted copy went on from
 
 
 @dataclass
@@ -71,7 +82,8 @@ class _Incoming:
 
 
 def import_bundle(
-    engine: Engine, store: BlobStore, path: Path, *, trusted: PublicKeys, actor: audit.Actor = audit.SYSTEM
+    engine: Engine, store: BlobStore, path: Path, *, trusted: PublicKeys, actor: audit.Actor = audit.SYSTEM,
+    gate: Gate | None = None, xet: XetBuilder | None = None, progress: Progress = NO_PROGRESS,
 ) -> ImportResult:
     """Verify the bundle at ``path`` (folder, tar, or volume set) and publish its snapshots.
 
@@ -93,10 +105,22 @@ def import_bundle(
                 continue
             if blobs is None:
                 blobs = _check_snapshots(store, source, incoming, trusted)
-            _take_blob(store, member, blobs[digest], result)
+                progress.begin("copying blobs", total_bytes=sum(m.size for m in index.blob_members),
+                               total_files=len(index.blob_members))
+            _take_blob(store, member, blobs[digest], result, progress)
         if blobs is None:
             _check_snapshots(store, source, incoming, trusted)
-    _publish(engine, store, index, incoming, result, actor)
+    progress.begin("scanning and publishing", total_files=len(index.snapshots))
+    _publish(engine, store, index, incoming, result, actor, gate or Gate(store), progress)
+    result.requests_fulfilled = ordering.fulfil_offline_requests(engine, {k.repo for k in index.snapshots}, actor)
+    progress.end()
+    if xet is not None:  # HUBGATE_XET=on: large files get their Xet form here (never fails the import)
+        for snap in incoming.values():
+            if snap.manifest is not None and f"{snap.key.repo}@{snap.key.commit}" not in result.blocked:
+                try:
+                    xet.build_manifest(snap.manifest)
+                except Exception:  # noqa: BLE001 - served plain until `hubgate xet backfill`
+                    log.exception("bundle %s: building the Xet form of %s failed", result.index_sha256[:16], snap.key)
     log.info("imported bundle %s from %s: %d published, %d unchanged, %d blobs copied, %d skipped",
              result.index_sha256[:16], index.instance, len(result.published), len(result.unchanged),
              result.blobs_copied, result.blobs_skipped)
@@ -193,49 +217,140 @@ def _stored(store: BlobStore, sha256: str, size: int) -> bool:
     return info is not None and info.size == size
 
 
-def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result: ImportResult) -> None:
+RESUMABLE_MIN_SIZE = 16 * 1024 * 1024  # blobs this large are copied through a partial file that survives a kill
+
+
+def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result: ImportResult,
+               progress: Progress = NO_PROGRESS) -> None:
     size, git_oid = expect
     entry = member.entry
     if _stored(store, entry.sha256, size):  # verified when it was stored: do not copy it again
         member.skip()
         result.blobs_skipped += 1
+        progress.advance(size, files=1)
         return
+    resumable = resumable_writer(store, size=size, sha256=entry.sha256, git_oid=git_oid, what=entry.path) \
+        if size >= RESUMABLE_MIN_SIZE else None
     try:
-        with store.ingest(size=size, sha256=entry.sha256, git_oid=git_oid, what=entry.path) as w:
-            read_verified(member, w.write, check_sha256=False)  # the writer hashes and checks
-            w.commit()
+        if resumable is not None:
+            _copy_resuming(member, resumable, result, progress)
+        else:
+            with store.ingest(size=size, sha256=entry.sha256, git_oid=git_oid, what=entry.path) as w:
+                read_verified(member, _counted(w.write, progress), check_sha256=False)  # the writer hashes and checks
+                w.commit()
     except DigestMismatchError as exc:
         raise BundleError(f"{exc.message}: the bundle was altered or damaged") from exc
     result.blobs_copied += 1
     result.bytes_copied += size
+    progress.advance(files=1)
+
+
+def _counted(sink: Any, progress: Progress) -> Any:
+    def write(data: bytes) -> None:
+        sink(data)
+        progress.advance(len(data))
+
+    return write
+
+
+def _copy_resuming(member: Member, w: ResumableWriter, result: ImportResult, progress: Progress) -> None:
+    """Copy a member into ``w``, skipping the ``w.resumed_at`` bytes a killed run already wrote (they were
+    re-hashed from the partial file; the member is still read through, so its size is checked)."""
+    skip = w.resumed_at
+    if skip:
+        result.resumed[member.entry.sha256] = skip
+        log.info("%s: resuming at byte %d of %d", member.entry.path, skip, member.entry.size)
+        progress.advance(skip)
+    seen = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal seen
+        start, seen = seen, seen + len(data)
+        if seen <= skip:
+            return
+        w.write(data[max(0, skip - start):])
+        progress.advance(len(data) - max(0, skip - start))
+
+    with w:
+        read_verified(member, sink, check_sha256=False)
+        w.commit()
 
 
 # -- publishing ------------------------------------------------------------------------------------
 
 
 def _publish(engine: Engine, store: BlobStore, index: Index, incoming: dict[str, _Incoming], result: ImportResult,
-             actor: audit.Actor) -> None:
+             actor: audit.Actor, gate: Gate, progress: Progress = NO_PROGRESS) -> None:
+    """Publish each snapshot this side's own content scan passes (it never takes the other side's verdict;
+    the people's decisions carried in the signed approval record — overrides, code approvals — do count).
+    A ref moves only when this bundle is not older than what it points at here (mirror/bundles/ordering.py)."""
     in_bundle = {s.key.commit_key for s in incoming.values()}
     for key in index.snapshots:
         snap = incoming[key.manifest_sha256]
         assert snap.manifest is not None
-        refs = [r.ref for r in index.refs if (r.repo_type, r.repo_id, r.commit) == key.commit_key]
+        progress.advance(files=1)
+        refs = _not_older(engine, index, key.repo,
+                          [r.ref for r in index.refs if (r.repo_type, r.repo_id, r.commit) == key.commit_key], result)
+        was_unavailable = snap.existing and _state(engine, key) == "unavailable"
         # A blob copied in may be one a scrub found missing: publishing again restores availability.
         if snap.existing and result.blobs_copied == 0 and _refs_in_place(engine, key, refs):
             result.unchanged.append(key)
             continue
-        published = publish_manifest(
-            engine, store, snap.manifest, refs, signature=snap.signature,
-            provenance=_provenance(index, result.index_sha256, snap),
-            in_transaction=lambda s, k=key: audit.record(  # type: ignore[misc]
-                s, actor, "bundle.import", f"{k.repo}@{k.commit}", bundle=result.index_sha256,
-                source_instance=index.instance, key_id=index.key_id),
-        )
+        provenance = _provenance(index, result.index_sha256, snap)
+        try:
+            published = _publish_one(engine, store, snap, refs, provenance, gate, index, result, actor, key)
+        except ContentBlockedError as exc:
+            log.error("bundle %s: %s", result.index_sha256[:16], exc.message)
+            result.blocked[f"{key.repo}@{key.commit}"] = exc.message
+            with session_scope(engine) as session:
+                audit.record(session, actor, "bundle.blocked", f"{key.repo}@{key.commit}", bundle=result.index_sha256,
+                             reasons=(exc.scan.get("blocking") or [])[:20])
+            continue
         (result.published if published.created else result.unchanged).append(key)
+        if was_unavailable and _state(engine, key) == "available":
+            result.restored.append(key)
         result.refs_moved += [f"{key.repo}:{name}" for name in published.refs_moved]
     for r in index.refs:  # refs that moved to snapshots an earlier bundle carried
-        if (r.repo_type, r.repo_id, r.commit) not in in_bundle:
+        if (r.repo_type, r.repo_id, r.commit) not in in_bundle and _not_older(engine, index, r.repo, [r.ref], result):
             _move_ref(engine, store, r, result, actor)
+
+
+def _not_older(engine: Engine, index: Index, repo: RepoRef, refs: list[RefName], result: ImportResult) -> list[RefName]:
+    """``refs`` without those that point here at a snapshot newer than this bundle (recorded as kept)."""
+    out = []
+    with Session(engine) as session:
+        for ref in refs:
+            newer = ordering.newer_here(session, repo, ref.name, index.created_at)
+            if newer is None:
+                out.append(ref)
+            else:
+                result.refs_kept.append(f"{repo}:{ref.name} -> {newer}")
+    return out
+
+
+def _state(engine: Engine, key: SnapshotKey) -> str | None:
+    with Session(engine) as session:
+        return session.exec(select(Snapshot.state).join(Repo).where(
+            Repo.repo_type == key.repo_type.value, Repo.repo_id == key.repo_id, Snapshot.commit == key.commit)).first()
+
+
+def _publish_one(engine: Engine, store: BlobStore, snap: _Incoming, refs: list[RefName], provenance: dict[str, Any],
+                 gate: Gate, index: Index, result: ImportResult, actor: audit.Actor,
+                 key: SnapshotKey) -> snapshots.PublishResult:
+    assert snap.manifest is not None
+    return publish_manifest(
+            engine, store, snap.manifest, refs, signature=snap.signature,
+            provenance=provenance, gate=gate, decisions=Decisions.from_provenance(provenance["origin"]),
+            in_transaction=lambda s, k=key: _record_import(s, k, provenance, index, result, actor),
+        )
+
+
+def _record_import(session: Session, key: SnapshotKey, provenance: dict[str, Any], index: Index,
+                   result: ImportResult, actor: audit.Actor) -> None:
+    """In the publishing transaction: the audit entry, and a repo gated upstream stays gated on this side."""
+    audit.record(session, actor, "bundle.import", f"{key.repo}@{key.commit}", bundle=result.index_sha256,
+                 source_instance=index.instance, key_id=index.key_id)
+    access.gate_if_gated_upstream(session, key.repo, list(provenance.get("findings") or []), actor=actor)
 
 
 def _move_ref(engine: Engine, store: BlobStore, r: RefEntry, result: ImportResult, actor: audit.Actor) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
 import stat
+import threading
 import uuid
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,14 +55,46 @@ class _LimitedReader(io.RawIOBase):
         super().close()
 
 
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux: the final fsync writes everything
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+_WRITEBACK_EVERY = 8 * 1024 * 1024
+
+
 class _LocalWriter:
     def __init__(self, final: Path, tmp: Path) -> None:
         self._final, self._tmp = final, tmp
         self._f: BinaryIO | None = open(tmp, "xb")
+        self._written = self._kicked = 0
 
     def write(self, data: bytes | memoryview) -> None:
         assert self._f is not None, "writer is closed"
         self._f.write(data)
+        self._written += len(data)
+        if self._written - self._kicked >= _WRITEBACK_EVERY and _SYNC_FILE_RANGE is not None:
+            # Start writing what is written so far to the disk now, without waiting for it: the disk
+            # works while the next bytes arrive and are hashed, and commit's fsync only waits for the
+            # tail. (Left to itself the kernel starts only when gigabytes are dirty, so a big blob's
+            # whole write would happen inside fsync, after the download.)
+            self._f.flush()
+            _SYNC_FILE_RANGE(self._f.fileno(), self._kicked, self._written - self._kicked, _SYNC_FILE_RANGE_WRITE)
+            self._kicked = self._written
+
+    def close_unsynced(self) -> Path:
+        """Close the temp file without fsync and hand it over (to a ``LocalBatch``)."""
+        assert self._f is not None, "writer is closed"
+        f, self._f = self._f, None
+        f.close()
+        return self._tmp
 
     def commit(self) -> None:
         assert self._f is not None, "writer is closed"
@@ -80,6 +116,65 @@ class _LocalWriter:
 
 
 def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _flush_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+
+
+class LocalBatch:
+    """Files committed together: fsync every temp file, rename each into place, fsync their folders.
+
+    The fsyncs run in parallel, so the file system merges them into a few journal commits: on the
+    project's 2-core box 0.2-0.4 ms per 16 KiB file, against 2-8 ms for the two fsyncs in a row of a
+    single commit. A file is renamed to its key only after its bytes are on disk, so a key never
+    names a partial file, even after a crash; what a crash loses is the files added since the last
+    flush (their temp files stay in ``.tmp/`` until gc sweeps them).
+    """
+
+    def __init__(self, driver: "LocalDriver") -> None:
+        self._driver = driver
+        self._staged: list[tuple[Path, Path]] = []
+        self._lock = threading.Lock()
+
+    def add(self, writer: object, key: str) -> None:
+        if not isinstance(writer, _LocalWriter):
+            raise TypeError(f"a LocalBatch takes the local driver's writers, not {type(writer).__name__}")
+        final = self._driver._path(key)
+        tmp = writer.close_unsynced()
+        with self._lock:
+            self._staged.append((tmp, final))
+
+    def flush(self) -> int:
+        with self._lock:
+            staged, self._staged = self._staged, []
+        if not staged:
+            return 0
+        try:
+            pool = _flush_pool()
+            list(pool.map(_fsync_file, [tmp for tmp, _ in staged]))
+            for tmp, final in staged:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            list(pool.map(_fsync_dir, sorted({final.parent for _, final in staged})))
+        except OSError as exc:
+            raise StorageError(f"Cannot make {len(staged)} stored files durable: {exc}") from exc
+        return len(staged)
+
+    def cancel(self) -> None:
+        with self._lock:
+            staged, self._staged = self._staged, []
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -124,6 +219,9 @@ class LocalDriver:
 
     def writer(self, key: str) -> _LocalWriter:
         return _LocalWriter(self._path(key), self.root / _TMP_DIR / uuid.uuid4().hex)
+
+    def batch(self) -> LocalBatch:
+        return LocalBatch(self)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -176,3 +274,73 @@ class LocalDriver:
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
+
+    def iter_partial_writes(self) -> Iterator[ObjectInfo]:
+        """Temp files of writers that never finished (``.tmp/<uuid>``)."""
+        found = []
+        with os.scandir(self.root / _TMP_DIR) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # committed or cancelled meanwhile
+                if stat.S_ISREG(st.st_mode):
+                    found.append(ObjectInfo(f"{_TMP_DIR}/{entry.name}", st.st_size, st.st_mtime))
+        return iter(sorted(found, key=lambda i: i.key))
+
+    def delete_partial_write(self, key: str) -> None:
+        prefix, _, name = key.partition("/")
+        if prefix != _TMP_DIR or not name or "/" in name or name in (".", ".."):
+            raise StorageError(f"Not a partial write: {key!r}")
+        (self.root / _TMP_DIR / name).unlink(missing_ok=True)
+
+    def partial(self, key: str) -> "LocalPartial":
+        """A resumable write of ``key``: its bytes survive the process (``.tmp/partial-…``, swept by gc after the
+        grace period like any partial write), so a killed copy goes on where it stopped (mirror/storage/resume.py)."""
+        return LocalPartial(self._path(key), self.root / _TMP_DIR / ("partial-" + key.replace("/", "_")))
+
+
+class LocalPartial:
+    """The resumable write of one object: ``existing()`` reads what a previous run left, ``write`` appends,
+    ``commit`` makes it the object (fsync, rename), ``discard`` deletes it, ``close`` keeps it for a later run."""
+
+    def __init__(self, final: Path, path: Path) -> None:
+        self._final, self.path = final, path
+        self._f: BinaryIO | None = None
+
+    def existing(self) -> BinaryIO | None:
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError:
+            return None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._f is None:
+            self._f = open(self.path, "ab")
+        self._f.write(data)
+
+    def truncate(self, size: int) -> None:
+        """Keep only the first ``size`` bytes (a torn tail is not trusted)."""
+        with open(self.path, "ab") as f:
+            f.truncate(size)
+
+    def commit(self) -> None:
+        f = self._f if self._f is not None else open(self.path, "ab")
+        self._f = None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, self._final)
+        _fsync_dir(self._final.parent)
+
+    def close(self) -> None:
+        if self._f is not None:
+            f, self._f = self._f, None
+            f.close()
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)

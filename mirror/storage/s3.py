@@ -21,6 +21,7 @@ from mirror.settings import S3Settings
 from mirror.storage.driver import ObjectInfo
 
 _MIN_PART = 5 * 1024 * 1024
+_UPLOAD_ID = "?uploadId="  # partial-write names: <key>?uploadId=<id>, as in S3's own REST paths
 _PARTS_IN_FLIGHT = 4
 
 
@@ -147,7 +148,8 @@ class S3Driver:
             "aws_secret_access_key": settings.secret_access_key,
             "config": Config(
                 signature_version="s3v4", s3={"addressing_style": "path"},
-                retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
+                # one connection per proxied download (a replica streams 64 and more at once) or upload part
+                retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=128,
             ),
         }
         session = boto3.session.Session()
@@ -201,6 +203,10 @@ class S3Driver:
         self.key(key)
         return _S3Writer(self, key)
 
+    def batch(self) -> None:
+        """None: a completed upload is durable on return (the store's own replication)."""
+        return None
+
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as f:
             return f.read()
@@ -245,6 +251,33 @@ class S3Driver:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    def iter_partial_writes(self) -> Iterator[ObjectInfo]:
+        """Unfinished multipart uploads under the prefix, as ``<key>?uploadId=<id>``; size is what their
+        parts hold, ``modified`` the latest part's upload (else the start)."""
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    size, modified = 0, upload["Initiated"].timestamp()
+                    parts = self.client.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    for part_page in parts:
+                        for part in part_page.get("Parts", []):
+                            size += int(part["Size"])
+                            modified = max(modified, part["LastModified"].timestamp())
+                    yield ObjectInfo(f"{upload['Key'][len(self.prefix):]}{_UPLOAD_ID}{upload['UploadId']}", size, modified)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 listing of unfinished uploads failed: {exc}") from exc
+
+    def delete_partial_write(self, key: str) -> None:
+        name, sep, upload_id = key.rpartition(_UPLOAD_ID)
+        if not sep or not upload_id:
+            raise StorageError(f"Not a partial write: {key!r}")
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") != "NoSuchUpload":
+                raise StorageError(f"S3 abort of {key} failed: {exc}") from exc
 
 
 class _Empty:

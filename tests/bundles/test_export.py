@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -17,7 +16,7 @@ from mirror.storage import layout
 from registry.errors import InvalidInputError, RepoNotFoundError
 from registry.types import RepoRef
 
-from helpers.content import write_tree
+from helpers.content import safetensors_bytes, write_tree
 
 from .conftest import REPO_ID, VOLUME_SIZE, Source, build_instance, import_repo, publish_second_version
 
@@ -109,7 +108,7 @@ def test_since_must_be_signed_by_this_exporter(tmp_path: Path, source: Source) -
 def test_export_streams_blobs_in_chunks(tmp_path: Path) -> None:
     a = build_instance(tmp_path / "a")
     size = 80 * 1024 * 1024
-    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
+    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": safetensors_bytes(size, 112)}))
     for form in ("dir", "tar"):
         tracemalloc.start()
         try:

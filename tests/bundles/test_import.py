@@ -18,7 +18,7 @@ from registry.db import session_scope
 from registry.refs import parse_ref
 from registry.types import RepoRef
 
-from helpers.content import write_tree
+from helpers.content import safetensors_bytes, write_tree
 
 from .conftest import (
     REPO_ID, Source, assert_nothing_published, build_instance, copy_bundle, import_repo, publish_second_version,
@@ -175,7 +175,7 @@ def test_snapshot_signed_by_an_untrusted_key_is_refused(tmp_path: Path, tiny_mod
 def test_import_streams_blobs_in_chunks(tmp_path: Path, make_b) -> None:  # type: ignore[no-untyped-def]
     a = build_instance(tmp_path / "a")
     size = 80 * 1024 * 1024
-    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": os.urandom(size)}))
+    import_repo(a, write_tree(tmp_path / "big", {"model.safetensors": safetensors_bytes(size, 178)}))
     export_bundle(a.engine, a.store, a.signer, tmp_path / "b.tar", form="tar", volume_size=16 * 1024 * 1024)
     b = make_b(a.write_public_key(tmp_path / "a.pub"))
     tracemalloc.start()

@@ -512,6 +512,36 @@ class BlobStoreSuite:
         assert harness.raw_objects() == before
         assert not store.has(_sha(SMALL))
 
+    def test_batched_blobs_become_visible_at_flush(self, harness: Harness, store: BlobStore) -> None:
+        deferred = harness.kind == "local"  # an S3 commit is durable on return: a batch changes nothing there
+        with store.batch() as batch:
+            d = store.ingest_file(_Reader(SMALL), size=len(SMALL), batch=batch)  # sha256 not known in advance
+            with store.ingest(size=len(BIG), sha256=_sha(BIG), git_oid=blob_oid(BIG), batch=batch) as w:
+                _write_in_chunks(w, BIG)
+                w.commit()
+            assert d.sha256 == _sha(SMALL)
+            assert store.has(_sha(SMALL)) is not deferred and store.has(_sha(BIG)) is not deferred
+            assert batch.flush() == (2 if deferred else 0)
+            assert store.has(_sha(SMALL)) and store.has(_sha(BIG))
+            store.ingest_file(_Reader(b"third"), size=5, batch=batch)  # flushed when the block ends
+        with store.open(_sha(BIG)) as f:
+            assert _read_all(f) == BIG
+        assert store.driver.get_bytes(layout.blob_key(_sha(b"third"))) == b"third"
+        assert sorted(store.iter_digests()) == sorted(_sha(b) for b in (SMALL, BIG, b"third"))
+        assert list(store.driver.iter_keys(layout.UPLOADS_PREFIX)) == []
+        assert harness.pending_uploads() == []
+
+    def test_a_failed_batch_keeps_only_what_was_flushed(self, harness: Harness, store: BlobStore) -> None:
+        with pytest.raises(RuntimeError):
+            with store.batch() as batch:
+                store.ingest_file(_Reader(b"flushed"), size=7, batch=batch)
+                batch.flush()
+                store.ingest_file(_Reader(SMALL), size=len(SMALL), batch=batch)
+                raise RuntimeError("the sync failed")
+        assert store.has(_sha(b"flushed"))
+        assert store.has(_sha(SMALL)) is (harness.kind != "local")
+        assert harness.pending_uploads() == []
+
     def test_dedupe_keeps_one_blob(self, store: BlobStore) -> None:
         store.ingest_file(_Reader(SMALL), size=len(SMALL), sha256=_sha(SMALL))
         store.ingest_file(_Reader(SMALL), size=len(SMALL))

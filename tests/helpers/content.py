@@ -53,6 +53,20 @@ def hub_etag(path: str, data: bytes) -> str:
     return sha256(data) if is_lfs(path) else git_blob_sha1(data)
 
 
+def safetensors_bytes(size: int, seed: int = 0) -> bytes:
+    """A valid safetensors file of exactly ``size`` bytes (one U8 tensor of random data): what the content
+    scan accepts as ``.safetensors``, where plain random bytes under that name are blocked as malformed."""
+    rng = random.Random(seed)
+    header_len = 128  # padded with spaces, as the format allows, so the total size is exact
+    n = size - 8 - header_len
+    if n < 0:
+        raise ValueError(f"a safetensors file needs at least {8 + header_len} bytes")
+    header = f'{{"w":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}'.encode()
+    if len(header) > header_len:
+        raise ValueError("header does not fit")
+    return header_len.to_bytes(8, "little") + header.ljust(header_len, b" ") + rng.randbytes(n)
+
+
 def read_tree(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by its repo path (``/``-separated)."""
     out = {}

@@ -13,7 +13,8 @@ from typing import Any
 from .content import FixtureRepo
 from .live import LiveServer
 
-FLAVOURS = ("local", "s3-redirect", "s3-proxy")
+# local store; S3 over moto (a mock); S3 over Ceph RGW (a real S3 server): redirect or proxy mode each
+FLAVOURS = ("local", "s3-redirect", "s3-proxy", "s3-redirect-rgw", "s3-proxy-rgw")
 S3_KEYS = {"HUBGATE_S3_ACCESS_KEY_ID": "testing", "HUBGATE_S3_SECRET_ACCESS_KEY": "testing"}
 _CLI_OUTPUT = re.compile(r"^(imported|already present): (model|dataset) (\S+) @ ([0-9a-f]{40}) ", re.M)
 
@@ -29,6 +30,7 @@ class HubgateServer:
     s3_origin: str | None = None
     bucket: str | None = None
     cli_output: dict[str, str] = field(default_factory=dict)
+    s3_backend: str | None = None  # "moto" | "rgw"
 
     @property
     def base_url(self) -> str:
@@ -46,8 +48,10 @@ class HubgateServer:
         self.services.engine.dispose()
 
 
-def settings_environ(flavour: str, data_dir: Path, *, s3_origin: str | None = None, bucket: str | None = None) -> dict[str, str]:
-    """The HUBGATE_* environment of a flavour, as an operator would set it."""
+def settings_environ(flavour: str, data_dir: Path, *, s3_origin: str | None = None, bucket: str | None = None,
+                     s3_keys: tuple[str, str] | None = None) -> dict[str, str]:
+    """The HUBGATE_* environment of a flavour (its serve mode: ``flavour`` without a ``-rgw`` suffix), as an
+    operator would set it."""
     env = {
         "HUBGATE_DATA_DIR": str(data_dir),
         "HUBGATE_TREE_PAGE_SIZE": "3",  # so that tree listings of the fixtures span several pages
@@ -55,13 +59,17 @@ def settings_environ(flavour: str, data_dir: Path, *, s3_origin: str | None = No
         "HUBGATE_WORKER_IN_PROCESS": "false",
         "HUBGATE_LOG_LEVEL": "warning",
         "HUBGATE_UPSTREAM_URL": "http://127.0.0.1:9",  # never the real Hub
+        "HUBGATE_UPSTREAM_ALLOW_PRIVATE": "true",  # that loopback upstream
     }
     if flavour != "local":
         assert s3_origin and bucket
         env.update({
             "HUBGATE_STORAGE": "s3", "HUBGATE_S3_BUCKET": bucket, "HUBGATE_S3_ENDPOINT_URL": s3_origin,
-            "HUBGATE_S3_REGION": "us-east-1", "HUBGATE_S3_SERVE": flavour.removeprefix("s3-"), **S3_KEYS,
+            "HUBGATE_S3_REGION": "us-east-1", "HUBGATE_S3_SERVE": flavour.removeprefix("s3-").removesuffix("-rgw"),
+            **S3_KEYS,
         })
+        if s3_keys is not None:
+            env["HUBGATE_S3_ACCESS_KEY_ID"], env["HUBGATE_S3_SECRET_ACCESS_KEY"] = s3_keys
     return env
 
 
@@ -89,6 +97,7 @@ def start_hubgate(
     cli_repos: tuple[str, ...] = (),
     s3_origin: str | None = None,
     bucket: str | None = None,
+    s3_keys: tuple[str, str] | None = None,
 ) -> HubgateServer:
     """Publish ``repos`` (those named in ``cli_repos`` through the ``hubgate import`` CLI, the others
     through mirror.importer.import_folder on the app's own services), then serve."""
@@ -97,7 +106,7 @@ def start_hubgate(
     from mirror.importer import import_folder
     from registry.types import RepoRef
 
-    environ = settings_environ(flavour, data_dir, s3_origin=s3_origin, bucket=bucket)
+    environ = settings_environ(flavour, data_dir, s3_origin=s3_origin, bucket=bucket, s3_keys=s3_keys)
     commits: dict[str, str] = {}
     cli_output: dict[str, str] = {}
     for repo in repos:
@@ -113,5 +122,7 @@ def start_hubgate(
                                refs=list(repo.refs))
         commits[repo.key] = result.manifest.commit
     live = LiveServer(app).start()
-    return HubgateServer(flavour, live, app, settings, {r.key: r for r in repos}, commits, s3_origin, bucket,
-                         cli_output)
+    mode = flavour.removesuffix("-rgw")  # what the tests ask: which serve mode
+    backend = None if flavour == "local" else ("rgw" if flavour.endswith("-rgw") else "moto")
+    return HubgateServer(mode, live, app, settings, {r.key: r for r in repos}, commits, s3_origin, bucket,
+                         cli_output, backend)

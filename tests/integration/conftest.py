@@ -15,7 +15,7 @@ from helpers.hubgate import FLAVOURS, HubgateServer
 
 @pytest.fixture(params=FLAVOURS)
 def hub(request: pytest.FixtureRequest) -> HubgateServer:
-    """Each hubgate flavour in turn: local store, S3 + redirect, S3 + proxy."""
+    """Each hubgate flavour in turn: local store, S3 + redirect, S3 + proxy (S3 over moto, then over Ceph RGW)."""
     return request.getfixturevalue("hubgate_" + request.param.replace("-", "_"))  # type: ignore[no-any-return]
 
 

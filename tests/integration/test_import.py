@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 
-from helpers.content import fixture_repo, hub_etag, write_tree
+from helpers.content import fixture_repo, hub_etag, safetensors_bytes, write_tree
 from helpers.hubgate import HubgateServer, cli_import, settings_environ, start_hubgate
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_import_of_a_folder_whose_root_files_sort_after_a_subfolder(tmp_path: Pa
         "README.md": b"---\nlicense: mit\n---\n# st\n",
         "config.json": b'{"model_type": "bert"}\n',
         "modules.json": b"[]\n",
-        "model.safetensors": bytes(range(256)) * 8,
+        "model.safetensors": safetensors_bytes(2048, 39),
     }
     repo = fixture_repo("st", "model", "acme/st-layout", write_tree(tmp_path / "st", files))
     server = start_hubgate("local", tmp_path / "data", [repo], cli_repos=("st",))

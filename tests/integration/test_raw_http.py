@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 from huggingface_hub import hf_hub_download
 
-from helpers.content import fixture_repo, git_blob_sha1, hub_etag, sha256, write_tree
+from helpers.content import fixture_repo, git_blob_sha1, hub_etag, safetensors_bytes, sha256, write_tree
 from helpers.hubgate import HubgateServer, start_hubgate
 
 pytestmark = pytest.mark.integration
@@ -293,7 +292,7 @@ def test_a_file_larger_than_one_send_window(tmp_path: Path) -> None:
     """Local store: a blob is sent in 8 MiB windows of a memory map; ranges that start mid-page,
     cross a window boundary or end the file come back byte-exact, and hf_hub_download agrees."""
     window = 8 * 1024 * 1024
-    data = random.Random(7).randbytes(2 * window + 12_345)
+    data = safetensors_bytes(2 * window + 12_345, 7)
     repo = fixture_repo("big", "model", "acme/big", write_tree(tmp_path / "big", {"model.safetensors": data}))
     server = start_hubgate("local", tmp_path / "data", [repo], cli_repos=("big",))
     try:

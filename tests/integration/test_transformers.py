@@ -17,10 +17,11 @@ from helpers.subproc import client_env, run_script
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.parametrize("server", ["hubgate_s3_redirect", "hubgate_s3_redirect_rgw"], ids=["moto", "rgw"])
 def test_transformers_loads_and_generates_like_the_source_folder(
-    hubgate_s3_redirect: HubgateServer, tmp_path: Path
+    server: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    hub = hubgate_s3_redirect
+    hub: HubgateServer = request.getfixturevalue(server)
     sha = hub.commits["tiny"]
     with hub.recording() as log:
         result = run_script(

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.content import safetensors_bytes
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -84,7 +86,7 @@ def model_files(seed: int, *, weights: bytes | None = None, title: str = "model"
         "README.md": card(title),
         "config.json": b'{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "seed": %d}\n' % seed,
         "docs/notes.txt": f"notes for seed {seed}\n".encode() * 40,
-        "model.safetensors": weights if weights is not None else rng.randbytes(96 * 1024 + seed),
+        "model.safetensors": weights if weights is not None else safetensors_bytes(96 * 1024 + seed, seed),
     }
 
 
@@ -241,7 +243,8 @@ class Instance:
 
             with session_scope(self.svc.engine) as session:
                 self._admin_token = tokens.create(session, name=f"ops-admin-{uuid.uuid4().hex[:6]}", role="admin",
-                                                  actor=Actor("ops-test", "admin")).token
+                                                  actor=Actor("ops-test", "admin"), key=self.svc.token_key,
+                                                  expires_days=None).token
         return self._admin_token
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -318,6 +321,7 @@ def instance_environ(data_dir: Path, **settings: object) -> dict[str, str]:
         "HUBGATE_WORKER_IN_PROCESS": "false",
         "HUBGATE_LOG_LEVEL": "warning",
         "HUBGATE_UPSTREAM_URL": "http://127.0.0.1:9",  # never the real Hub
+        "HUBGATE_UPSTREAM_ALLOW_PRIVATE": "true",  # upstreams in these tests are on loopback
         "HUBGATE_REF_CACHE_SECONDS": "0",  # a branch answer reflects the catalog at once
     }
     for name, value in settings.items():
@@ -346,6 +350,10 @@ def make_instance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
     def make(storage: str = "local", *, name: str = "hubgate", **settings: object) -> Instance:
         data_dir = tmp_path / f"{name}-{len(made)}"
         env = instance_environ(data_dir, **settings)
+        if settings.get("upstream_url") and "upstream_redirect_hosts" not in settings:
+            hub = request.getfixturevalue("fake_hub")
+            if settings["upstream_url"] == hub.url:  # its LFS files come from its CDN, another loopback origin
+                env["HUBGATE_UPSTREAM_REDIRECT_HOSTS"] = hub.cdn_url.split("://", 1)[1]
         origin = bucket = None
         if storage == "s3":
             origin = request.getfixturevalue("moto_s3")

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from fakes.fake_hub import FakeHub
+from helpers.content import safetensors_bytes
 from fakes.server import ServerThread
 
 
@@ -93,7 +94,7 @@ def small_files(seed: int = 0, n: int = 3) -> dict[str, bytes]:
 
     rng = random.Random(seed)
     files = {f"data/part-{i}.txt": f"part {i} seed {seed}\n".encode() * (50 + i) for i in range(n)}
-    files["data/extra.safetensors"] = rng.randbytes(2048)
+    files["data/extra.safetensors"] = safetensors_bytes(2048, seed)
     return files
 
 
@@ -177,8 +178,10 @@ class Hubgate:
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
-    def approve(self, pk: int, *, token: str | bool = True, expect: int = 200) -> dict[str, Any]:
-        r = self.api("POST", f"/requests/{pk}/approve", token=token)
+    def approve(self, pk: int, *, token: str | bool = True, expect: int = 200,
+                reason: str | None = "approved by the test suite") -> dict[str, Any]:
+        """Approve with a reason (repos without a licence need one; test_scan_gate checks that rule)."""
+        r = self.api("POST", f"/requests/{pk}/approve", token=token, json={"reason": reason} if reason else None)
         assert r.status_code == expect, r.text
         return r.json()  # type: ignore[no-any-return]
 
@@ -231,6 +234,7 @@ def hubgate_environ(data_dir: Path, upstream: str, **settings: object) -> dict[s
     env = {
         "HUBGATE_DATA_DIR": str(data_dir),
         "HUBGATE_UPSTREAM_URL": upstream,
+        "HUBGATE_UPSTREAM_ALLOW_PRIVATE": "true",  # the fake Hub (or an outer hubgate) is on loopback
         "HUBGATE_WORKER_IN_PROCESS": "false",
         "HUBGATE_REF_CACHE_SECONDS": "0",
         "HUBGATE_TREE_PAGE_SIZE": "3",
@@ -254,7 +258,8 @@ def start_hubgate(data_dir: Path, env: dict[str, str], name: str = "hubgate") ->
     settings = load(environ=env)
     app = create_app(settings)
     with session_scope(app.state.services.engine) as session:
-        admin = tokens.create(session, name="test-admin", role="admin", actor=Actor("test-setup", "admin"))
+        admin = tokens.create(session, name="test-admin", role="admin", actor=Actor("test-setup", "admin"),
+                              key=app.state.services.token_key, expires_days=None)
     server = ServerThread(app, name=f"{name}-uvicorn").start()
     client = httpx.Client(base_url=server.url, timeout=60)
     return Hubgate(name, data_dir, env, app, server, admin.token, client)
@@ -267,6 +272,8 @@ def make_hubgate(tmp_path: Path, fake_hub: FakeHub) -> Iterator[Callable[..., Hu
 
     def make(upstream: str | None = None, *, name: str = "hubgate", **settings: object) -> Hubgate:
         data_dir = tmp_path / f"{name}-{len(made)}"
+        if upstream is None and "upstream_redirect_hosts" not in settings:
+            settings["upstream_redirect_hosts"] = fake_hub.cdn_url.split("://", 1)[1]  # its LFS CDN, on loopback
         env = hubgate_environ(data_dir, upstream or fake_hub.url, **settings)
         hg = start_hubgate(data_dir, env, name)
         made.append(hg)

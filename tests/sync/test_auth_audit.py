@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def test_tokens_are_shown_once_and_stored_hashed(hubgate: Hubgate) -> None:
 
     with Session(hubgate.svc.engine) as session:
         row = session.exec(select(ApiToken).where(ApiToken.token_id == created["token_id"])).one()
-    assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest() != secret
+    # An HMAC under a subkey of the instance key, not a bare hash: the database alone cannot check a guess.
+    assert row.hash_scheme == "hmac-sha256" and row.secret_hash != hashlib.sha256(secret.encode()).hexdigest()
+    assert row.secret_hash == hmac.new(hubgate.svc.token_key, secret.encode(), hashlib.sha256).hexdigest()
     # Nothing hubgate wrote (database, WAL, store) holds the secret.
     assert secret.encode() not in _all_bytes(hubgate.data_dir)
     # And yet it authenticates.
@@ -112,7 +115,8 @@ def test_bootstrap_admin_token_from_the_cli(hubgate: Hubgate, monkeypatch: pytes
     assert r.status_code == 201, r.text
     assert token.split("_", 2)[2].encode() not in _all_bytes(hubgate.data_dir)
     event = hubgate.api("GET", "/audit", params={"action": "token.create"}).json()
-    assert any(e["detail"] == {"name": "root", "role": "admin"} and e["source"] == "cli" for e in event)
+    assert any(e["detail"]["name"] == "root" and e["detail"]["role"] == "admin" and e["detail"]["expires_at"]
+               and e["source"] == "cli" for e in event)
 
 
 def test_anonymous_read_false_needs_a_token_on_the_hub_api(fake_hub: FakeHub, make_hubgate, hf_cache: Path) -> None:  # type: ignore[no-untyped-def]

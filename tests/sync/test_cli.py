@@ -56,7 +56,7 @@ def test_cli_request_list_approve_reject_retry(fake_hub: FakeHub, hubgate: Hubga
                                                        (other["id"], "pending", commit.sha)}
     assert cli("requests", "--state", "available").splitlines()[1:] == []
 
-    approved = cli.request_doc("approve", str(made["id"]))
+    approved = cli.request_doc("approve", str(made["id"]), "--reason", "baseline for the eval")
     assert approved["state"] == "approved" and approved["decided_by"].startswith("cli:")
     rejected = cli.request_doc("reject", str(other["id"]), "--reason", "duplicate")
     assert (rejected["state"], rejected["decision_reason"]) == ("rejected", "duplicate")

@@ -4,7 +4,6 @@ a new request for ``main`` shows what approving it would change."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import RevisionNotFoundError
 
 from fakes.fake_hub import FakeHub
+from helpers.content import safetensors_bytes
 
 from .conftest import Hubgate, card, model_files, unique_repo
 
@@ -33,7 +33,7 @@ def test_main_stays_on_the_approved_commit_and_a_new_request_shows_the_changes(
     config["n_positions"] = 128
     b = fake_hub.commit(repo, {
         "README.md": card("apache-2.0"), "config.json": json.dumps(config).encode(),
-        "model.safetensors": os.urandom(len(a_files["model.safetensors"])),
+        "model.safetensors": safetensors_bytes(len(a_files["model.safetensors"]), 36),
         "notes/old.txt": None, "notes/new.txt": b"new notes\n",
     }, message="v2")
     assert fake_hub.repo(repo).main.sha == b.sha != a.sha

@@ -28,7 +28,7 @@ def test_create_resolves_the_revision_upstream_to_a_full_sha_and_records_it(
     assert (by_sha["revision"], by_sha["commit"]) == (first.sha, first.sha)
     assert by_branch["state"] == "pending" and by_branch["reason"] == "baseline"
     assert by_branch["requester"] == "test-admin"
-    assert by_branch["progress"] == {"files_done": 0, "files_total": 0, "bytes_done": 0, "bytes_total": 0}
+    assert by_branch["progress"] == {"files_done": 0, "files_total": 0, "bytes_done": 0, "bytes_total": 0, "phase": ""}
     # Recorded: upstream moving on does not change what was requested.
     fake_hub.commit(repo, {"data/part-1.txt": b"moved again\n"})
     assert hubgate.get_request(by_branch["id"])["commit"] == second.sha
@@ -58,7 +58,7 @@ def test_states_pending_approved_syncing_available(fake_hub: FakeHub, hubgate: H
     assert done["state"] == "available" and done["error"] is None
     total = sum(f.size for f in commit.files.values())
     assert done["progress"] == {"files_done": len(commit.files), "files_total": len(commit.files),
-                                "bytes_done": total, "bytes_total": total}
+                                "bytes_done": total, "bytes_total": total, "phase": ""}
     # The state change sequence, as the audit log saw it.
     events = hubgate.api("GET", "/audit", params={"target": f"request:{req['id']}"}).json()
     assert [(e["action"], e["detail"].get("after")) for e in reversed(events)] == [

@@ -3,7 +3,6 @@ ranges, publish atomically, show progress, survive 429s, keep the upstream token
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from huggingface_hub import snapshot_download
 from sqlmodel import Session, select
 
 from fakes.fake_hub import FakeHub
+from helpers.content import safetensors_bytes
 from registry.models import Job, KnownBlob
 
 from .conftest import (
@@ -126,7 +126,7 @@ def test_every_file_is_verified_and_nothing_is_published_on_a_mismatch(
 
 def test_a_connection_cut_mid_file_resumes_with_a_range_request(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("resume")
-    big = os.urandom(3 * 1024 * 1024 + 17)
+    big = safetensors_bytes(3 * 1024 * 1024 + 17, 129)
     commit = fake_hub.create_repo(repo, {"README.md": b"---\nlicense: mit\n---\n", "weights.safetensors": big})
     f = commit.files["weights.safetensors"]
     fake_hub.cut_once(f.sha256, 1024 * 1024 + 5)
@@ -143,7 +143,7 @@ def test_a_connection_cut_mid_file_resumes_with_a_range_request(fake_hub: FakeHu
 
 def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("ranges")
-    big = os.urandom(5 * 1024 * 1024 + 123)
+    big = safetensors_bytes(5 * 1024 * 1024 + 123, 146)
     commit = fake_hub.create_repo(repo, {"README.md": b"---\nlicense: mit\n---\n", "model.safetensors": big})
     f = commit.files["model.safetensors"]
     mark = fake_hub.log.mark()
@@ -159,7 +159,7 @@ def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hu
 
     # The same path verifies: one flipped byte in one part fails the whole file.
     repo2 = unique_repo("ranges-bad")
-    other = os.urandom(5 * 1024 * 1024 + 7)
+    other = safetensors_bytes(5 * 1024 * 1024 + 7, 162)
     c2 = fake_hub.create_repo(repo2, {"model.safetensors": other})
     fake_hub.corrupt(c2.files["model.safetensors"].sha256)
     try:
@@ -174,7 +174,7 @@ def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hu
 
 def test_a_big_file_with_fewer_parts_than_the_range_window(fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("few-parts")
-    big = os.urandom(3 * 1024 * 1024 + 1)  # 4 parts of 1 MiB, window of 2 x 3
+    big = safetensors_bytes(3 * 1024 * 1024 + 1, 177)  # 4 parts of 1 MiB, window of 2 x 3
     fake_hub.create_repo(repo, {"model.safetensors": big})
     pk = hubgate.request(repo)["id"]
     hubgate.approve(pk)
@@ -187,7 +187,7 @@ def test_a_big_file_with_fewer_parts_than_the_range_window(fake_hub: FakeHub, hu
 def test_progress_is_visible_while_syncing_and_nothing_is_published_before_the_end(
         fake_hub: FakeHub, hubgate: Hubgate) -> None:
     repo = unique_repo("progress")
-    slow = os.urandom(3 * 1024 * 1024)
+    slow = safetensors_bytes(3 * 1024 * 1024, 190)
     files = {**small_files(50), "slow.safetensors": slow}
     commit = fake_hub.create_repo(repo, files)
     total = sum(map(len, files.values()))
@@ -206,6 +206,7 @@ def test_progress_is_visible_while_syncing_and_nothing_is_published_before_the_e
             wait_for(partial, timeout=20, interval=0.1, what="partial progress")
             assert seen[-1]["progress"]["bytes_total"] == total
             assert seen[-1]["progress"]["files_total"] == len(files)
+            assert seen[-1]["progress"]["phase"] == "fetching"
             assert_invisible(hubgate, repo, commit.sha)
             worker.join()
     finally:
@@ -213,7 +214,7 @@ def test_progress_is_visible_while_syncing_and_nothing_is_published_before_the_e
     done = hubgate.get_request(pk)
     assert done["state"] == "available"
     assert done["progress"] == {"files_done": len(files), "files_total": len(files), "bytes_done": total,
-                                "bytes_total": total}
+                                "bytes_total": total, "phase": ""}
     assert served(hubgate, repo, "main", "slow.safetensors").content == slow
     assert hubgate.manifest_exists(repo, commit.sha)
     states = [d["state"] for d in seen]
@@ -351,7 +352,8 @@ def test_gated_repo_with_the_token_syncs_and_the_token_never_reaches_the_cdn(
     assert resolves and all(e.authorization == f"Bearer {UPSTREAM_TOKEN}" for e in resolves)
     assert {e.sha256 for e in cdn if e.is_content_get} == lfs
     assert all(e.authorization is None and e.status in (200, 206) for e in cdn)
-    folder = Path(snapshot_download(repo, endpoint=hubgate.url, cache_dir=hf_cache, token=False))
+    # Gated upstream, so gated here (tests/access): read with a token that may (an admin's).
+    folder = Path(snapshot_download(repo, endpoint=hubgate.url, cache_dir=hf_cache, token=hubgate.admin_token))
     assert (folder / "model.safetensors").read_bytes() == commit.bytes_of("model.safetensors")
     events = hubgate.api("GET", "/audit", params={"action": "secret.set"}).json()
     assert len(events) == 1 and UPSTREAM_TOKEN not in str(events)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fakes.server import ServerThread
+from mirror.egress import EgressPolicy
 from mirror.upstream import HubUpstream, UpstreamError
 from registry.types import RepoRef
 
@@ -35,7 +36,7 @@ async def tree(request: Request) -> Response:
 def upstream() -> Iterator[HubUpstream]:
     app = Starlette(routes=[Route("/api/models/acme/{name}/tree/{commit}", tree)])
     with ServerThread(app, name="malformed-upstream") as server:
-        client = HubUpstream(server.url, max_retries=0)
+        client = HubUpstream(server.url, max_retries=0, egress=EgressPolicy(allow_private=True))
         yield client
         client.close()
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fakes.fake_hub import FakeHub
-from registry.models import Job
+from helpers.content import safetensors_bytes
+from registry.models import Job, KnownBlob
 
 from .conftest import Hubgate, card, small_files, unique_repo, wait_for
 
@@ -29,7 +30,7 @@ def test_a_killed_worker_is_replaced_and_stored_blobs_are_not_downloaded_again(
         fake_hub: FakeHub, make_hubgate: Callable[..., Hubgate], tmp_path: Path) -> None:
     hg = make_hubgate(worker_lease_seconds=3)
     repo = unique_repo("crash")
-    big = os.urandom(BIG)
+    big = safetensors_bytes(BIG, 32)
     files = {"README.md": card("mit"), "big.safetensors": big, **small_files(70, n=6)}
     commit = fake_hub.create_repo(repo, files)
     big_file = commit.files["big.safetensors"]
@@ -41,6 +42,7 @@ def test_a_killed_worker_is_replaced_and_stored_blobs_are_not_downloaded_again(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBGATE_")} | hg.env
     env["HUBGATE_WORKER_LEASE_SECONDS"] = "3"
+    env["HUBGATE_LOG_LEVEL"] = "info"  # its "worker … running" line is asserted at the end
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("hubgate")), "worker"], env=env,
@@ -50,7 +52,13 @@ def test_a_killed_worker_is_replaced_and_stored_blobs_are_not_downloaded_again(
             if proc.poll() is not None or hg.get_request(pk)["state"] == "failed":
                 raise AssertionError("the worker stopped or the sync failed")
             started = [e for e in fake_hub.log.content_gets(big_file.sha256, mark) if e.bytes_sent > 0]
-            return bool(started) and all(hg.svc.store.has(f.sha256) for f in small)
+            return bool(started) and all(hg.svc.store.has(f.sha256) for f in small) and recorded(small)
+
+        def recorded(files: list) -> bool:  # type: ignore[type-arg]
+            """Stored blobs are recorded (KnownBlob) once durable, in batches: what a resumed sync trusts."""
+            with Session(hg.svc.engine) as s:
+                return len(s.exec(select(KnownBlob.sha256).where(
+                    col(KnownBlob.sha256).in_([f.sha256 for f in files]))).all()) == len(files)
 
         try:
             wait_for(small_stored_and_big_in_flight, timeout=60, interval=0.1, what="the small blobs to be stored")

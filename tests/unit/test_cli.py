@@ -13,9 +13,9 @@ from registry.gitobjects import blob_oid
 from registry.settings import DatabaseSettings
 from registry.types import RepoRef
 
-from helpers.content import write_tree
+from helpers.content import safetensors_bytes, write_tree
 
-FILES = {"config.json": b"{}", "model.safetensors": b"\0" * 100, "tokenizer/vocab.txt": b"a\n"}
+FILES = {"config.json": b"{}", "model.safetensors": safetensors_bytes(256), "tokenizer/vocab.txt": b"a\n"}
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_import_succeeds(data_dir: Path, folder: Path, capsys: pytest.CaptureFix
     assert main(["import", str(folder), "--repo", "acme/tiny"]) == EXIT_OK
     out = capsys.readouterr().out
     commit = published_commit(data_dir, RepoRef.parse("model", "acme/tiny"))
-    assert f"imported: model acme/tiny @ {commit} (3 files, 104 bytes); refs: main" in out
+    assert f"imported: model acme/tiny @ {commit} (3 files, 260 bytes); refs: main" in out
     assert (data_dir / "store" / "hubgate-layout").read_bytes() == b"1\n"
 
     assert main(["import", str(folder), "--repo", "acme/tiny"]) == EXIT_OK

@@ -13,11 +13,11 @@ from mirror.importer import import_folder
 from mirror.storage import layout
 from mirror.storage.blobs import BlobStore
 from registry import catalog
-from registry.errors import ConflictError, InvalidInputError
+from registry.errors import ConflictError, ContentBlockedError, InvalidInputError
 from registry.gitobjects import blob_oid, lfs_pointer
 from registry.types import RepoRef, RepoType
 
-from helpers.content import write_tree
+from helpers.content import safetensors_bytes, write_tree
 
 from .conftest import row_counts, stored_keys
 from .gitutil import git, init_repo, needs_git
@@ -27,7 +27,7 @@ REPO = RepoRef.parse("model", "acme/tiny")
 FILES = {
     "README.md": b"---\nlicense: mit\n---\n# tiny\n",
     "config.json": b'{"architectures": ["TinyForCausalLM"], "model_type": "tiny"}',
-    "model.safetensors": b"\x00" * 4096,
+    "model.safetensors": safetensors_bytes(4096),
     "tokenizer/vocab.txt": b"a\nb\n",
     "train/data.parquet": b"PAR1",
 }
@@ -166,10 +166,18 @@ def test_import_without_refs(engine: Engine, store: BlobStore, folder: Path) -> 
 def test_skips_git_folder_and_hf_download_cache(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", {
         "config.json": b"{}", ".git/HEAD": b"ref: refs/heads/main\n", ".cache/huggingface/download/x.lock": b"",
-        "sub/.git": b"gitdir: elsewhere\n",
     })
     m = import_folder(engine, store, src, REPO).manifest
-    assert [f.path for f in m.files] == ["config.json", "sub/.git"]
+    assert [f.path for f in m.files] == ["config.json"]
+
+
+def test_a_git_segment_below_the_root_refuses_the_import(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
+    """Only the folder's own .git (the operator's checkout) is skipped; one inside the tree is content a
+    client would write into a checkout (a submodule link, hooks): the content scan refuses it."""
+    src = write_tree(tmp_path / "src", {"config.json": b"{}", "sub/.git": b"gitdir: elsewhere\n"})
+    with pytest.raises(ContentBlockedError, match="sub/.git"):
+        import_folder(engine, store, src, REPO)
+    assert row_counts(engine)["Snapshot"] == 0
 
 
 def test_symlink_inside_the_folder_is_followed(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
@@ -182,7 +190,7 @@ def test_symlink_inside_the_folder_is_followed(engine: Engine, store: BlobStore,
 
 
 def test_plain_folder_symlink_into_a_blobs_folder_follows_normal_rules(engine: Engine, store: BlobStore, tmp_path: Path) -> None:
-    src = write_tree(tmp_path / "src", {"blobs/weights-v2.safetensors": b"\0" * 64, "weights/config.json": b"{}"})
+    src = write_tree(tmp_path / "src", {"blobs/weights-v2.safetensors": safetensors_bytes(256), "weights/config.json": b"{}"})
     (src / "weights" / "model.safetensors").symlink_to("../blobs/weights-v2.safetensors")
     m = import_folder(engine, store, src, REPO).manifest
     assert {f.path: f.lfs for f in m.files}["weights/model.safetensors"] is True
@@ -191,7 +199,7 @@ def test_plain_folder_symlink_into_a_blobs_folder_follows_normal_rules(engine: E
 @pytest.mark.parametrize("files", [
     {"z.txt": b"z", "data/x.txt": b"x"},
     {"a0": b"0", "a/x": b"x"},
-    {"model.safetensors": b"w", "config/a.json": b"{}"},
+    {"model.safetensors": safetensors_bytes(200, 2), "config/a.json": b"{}"},
 ], ids=["z-vs-data", "a0-vs-a-dir", "model-vs-config-dir"])
 def test_files_in_folders_sorting_before_root_files(engine: Engine, store: BlobStore, tmp_path: Path,
                                                     files: dict[str, bytes]) -> None:
@@ -221,7 +229,7 @@ def make_hf_cache(root: Path, repo_dir: str, commit: str, files: dict[str, tuple
 
 CACHE_FILES = {
     "config.json": (b'{"model_type": "tiny"}', False),
-    "model.safetensors": (b"\x01" * 2048, True),
+    "model.safetensors": (safetensors_bytes(2048, 1), True),
     "tokenizer/tokenizer.json": (b'{"v": 1}', False),
     "README.md": (b"# card\n", False),
 }

@@ -40,9 +40,9 @@ def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     lookups: list[str] = []
     real = tokens.authenticate
 
-    def counting(session, token):  # type: ignore[no-untyped-def]
+    def counting(session, token, **kwargs):  # type: ignore[no-untyped-def]
         lookups.append(token)
-        return real(session, token)
+        return real(session, token, **kwargs)
 
     monkeypatch.setattr(tokens, "authenticate", counting)
     return lookups
@@ -50,7 +50,8 @@ def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_concurrent_requests_with_one_token_share_one_lookup(svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     with session_scope(svc.engine) as session:
-        token = tokens.create(session, name="gpu-nodes", role="reader", actor=audit.SYSTEM).token
+        token = tokens.create(session, name="gpu-nodes", role="reader", actor=audit.SYSTEM, key=svc.token_key,
+                              expires_days=90).token
     lookups = _count_lookups(monkeypatch)
     results = _gather(svc, token, 50)
     assert [(a.name, a.role) for a in results] == [("gpu-nodes", "reader")] * 50  # type: ignore[attr-defined]
