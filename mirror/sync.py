@@ -29,7 +29,9 @@ from mirror.scan import check_tree
 from mirror.scan.gate import Decisions, Gate, Prescan, decide
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobBatch, BlobStore, BlobWriter
-from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError
+from mirror.upstream import (
+    HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError, UpstreamRefusedError,
+)
 from registry import access, knownblobs, policy, workflow
 from registry.db import session_scope
 from registry.errors import ContentBlockedError
@@ -38,6 +40,10 @@ from registry.refs import RefName, parse_ref
 from registry.types import RepoRef, is_commit_sha
 
 log = logging.getLogger(__name__)
+
+# Answers that another try cannot change: not found, gated, or refused by the egress rules (a redirect
+# off the allowlist, another commit than the one being synced).
+_NO_RETRY = (UpstreamNotFoundError, UpstreamGatedError, UpstreamRefusedError)
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ class Syncer:
                     return
                 raise UpstreamError(f"{f.path}: upstream closed after {w.written} of {f.size} bytes")
             except (httpx.TransportError, UpstreamError) as exc:
-                if isinstance(exc, (UpstreamNotFoundError, UpstreamGatedError)) or failures >= self.options.resume_attempts:
+                if isinstance(exc, _NO_RETRY) or failures >= self.options.resume_attempts:
                     raise
                 failures = 0 if w.written > start else failures + 1
                 log.warning("%s: %s; resuming at byte %d", f.path, exc, w.written)
@@ -164,7 +170,7 @@ class Syncer:
                     raise UpstreamError(f"{path}: part {start}-{end} came back with {len(data)} bytes")
                 return data
             except (httpx.TransportError, UpstreamError) as exc:
-                if isinstance(exc, (UpstreamNotFoundError, UpstreamGatedError)) or attempt == self.options.resume_attempts:
+                if isinstance(exc, _NO_RETRY) or attempt == self.options.resume_attempts:
                     raise
                 time.sleep(min(2**attempt * 0.2, 5))
         raise AssertionError("unreachable")
