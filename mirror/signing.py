@@ -158,25 +158,38 @@ def verify_provenance(envelope_bytes: bytes, manifest: Manifest,
     about another snapshot."""
     try:
         env = json.loads(envelope_bytes)
-        payload = base64.b64decode(env["payload"], validate=True)
-        sig = base64.b64decode(env["signatures"][0]["sig"], validate=True)
-        keyid, payload_type = env["signatures"][0]["keyid"], env["payloadType"]
+        keyid = env["signatures"][0]["keyid"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise SignatureError(f"Malformed provenance signature: {exc}") from exc
-    key = trusted.get(keyid)
-    if key is None:
-        raise SignatureError(f"Provenance signed by an untrusted key {str(keyid)[:16]}…")
-    if payload_type != PROVENANCE_PAYLOAD_TYPE:
-        raise SignatureError(f"Unexpected payload type {payload_type!r}")
-    try:
-        key.verify(sig, pae(payload_type, payload), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as exc:
-        raise SignatureError("Provenance signature does not verify") from exc
+    payload = _verified_payload(env, keyid, PROVENANCE_PAYLOAD_TYPE, trusted, "Provenance signature")
     doc = json.loads(payload)
     if (doc.get("repo_type"), doc.get("repo_id"), doc.get("commit"), doc.get("manifest_sha256")) != (
             manifest.repo_type.value, manifest.repo_id, manifest.commit, manifest.digest()):
         raise SignatureError(f"The provenance signature is about another snapshot than {manifest.repo_id}@{manifest.commit}")
     return dict(doc["provenance"])
+
+
+def _verified_payload(env: object, keyid: object, payload_type: str, trusted: dict[str, ec.EllipticCurvePublicKey],
+                      what: str) -> bytes:
+    """The payload of a DSSE envelope once its one signature verifies with the trusted key ``keyid``.
+
+    Raises SignatureError for a malformed envelope, an untrusted key, another payload type or a bad signature."""
+    try:
+        payload = base64.b64decode(env["payload"], validate=True)  # type: ignore[index]
+        sig = base64.b64decode(env["signatures"][0]["sig"], validate=True)  # type: ignore[index]
+        found_type = env["payloadType"]  # type: ignore[index]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise SignatureError(f"Malformed {what.lower()}: {exc}") from exc
+    key = trusted.get(keyid) if isinstance(keyid, str) else None
+    if key is None:
+        raise SignatureError(f"{what} by an untrusted key {str(keyid)[:16]}…")
+    if found_type != payload_type:
+        raise SignatureError(f"Unexpected payload type {found_type!r}")
+    try:
+        key.verify(sig, pae(found_type, payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as exc:
+        raise SignatureError(f"{what} does not verify") from exc
+    return payload
 
 
 def verify(bundle_bytes: bytes, manifest: Manifest, trusted: dict[str, ec.EllipticCurvePublicKey]) -> str:
@@ -189,20 +202,9 @@ def verify(bundle_bytes: bytes, manifest: Manifest, trusted: dict[str, ec.Ellipt
         bundle = json.loads(bundle_bytes)
         hint = bundle["verificationMaterial"]["publicKey"]["hint"]
         env = bundle["dsseEnvelope"]
-        payload = base64.b64decode(env["payload"], validate=True)
-        sig = base64.b64decode(env["signatures"][0]["sig"], validate=True)
-        payload_type = env["payloadType"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise SignatureError(f"Malformed signature bundle: {exc}") from exc
-    key = trusted.get(hint)
-    if key is None:
-        raise SignatureError(f"Signed by an untrusted key {hint[:16]}…")
-    if payload_type != PAYLOAD_TYPE:
-        raise SignatureError(f"Unexpected payload type {payload_type!r}")
-    try:
-        key.verify(sig, pae(payload_type, payload), ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as exc:
-        raise SignatureError("Signature does not verify") from exc
+    payload = _verified_payload(env, hint, PAYLOAD_TYPE, trusted, "Signature")
     if json.loads(payload) != json.loads(json.dumps(statement(manifest), sort_keys=True)):
         raise SignatureError(f"The signature describes other content than {manifest.repo_id}@{manifest.commit}")
     return hint

@@ -9,6 +9,7 @@ its scan record; otherwise the record becomes part of the snapshot's provenance.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import shutil
@@ -120,7 +121,7 @@ class Gate:
     def reusing(self, scans: Iterable[FileScan], tree: dict[str, int]) -> "Gate":
         """This gate, taking ``scans`` (made by the same scanners, sandbox and limits, with this ``tree`` as
         context) for the files they name instead of scanning them again. It still decides on every file."""
-        gate = Gate(self.store, self.limits, signer=self.signer, scratch_dir=self.scratch_dir)
+        gate = copy.copy(self)  # keeps the class: a subclass decides as it always does
         gate._ahead, gate._ahead_tree = {(f.path, f.sha256): f for f in scans}, dict(tree)
         return gate
 
