@@ -79,14 +79,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.hub.streaming import MIN_CHUNK_SIZE, pin_malloc_threshold
+    from api.hub.streaming import tune_malloc
     from api.protocol import LimitedHttpToolsProtocol
 
     settings = _settings(args, host=args.host, port=args.port)
     _check_port(settings.host, settings.port)  # one line naming the setting, not uvicorn's exit 3
-    # Freed stream buffers go back to the system (api/hub/streaming.py); worker processes inherit it.
-    pin_malloc_threshold()
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MIN_CHUNK_SIZE))
+    # Stream buffers are reused instead of piling up per thread (api/hub/streaming.py); uvicorn's worker
+    # processes get the same through glibc's environment variables.
+    for name, value in tune_malloc().items():
+        os.environ.setdefault(name, str(value))
     # httptools, plus the header-size and header-time limits it lacks (api/protocol.py)
     http = functools.partial(LimitedHttpToolsProtocol, max_header_bytes=settings.max_header_bytes,
                              header_timeout=settings.header_timeout_seconds)

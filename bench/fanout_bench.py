@@ -78,9 +78,10 @@ def fleet(url: str, n: int, seconds: float, follow: bool, server: Server | None)
     codes = [int(o[0]) for o in outs if o]
     sizes = [int(o[1]) for o in outs if o]
     ttfb = sorted(float(o[2]) for o in outs if o and int(o[1]) > 0)
-    if not ttfb or any(c not in (200, 206) for c in codes):
+    if not ttfb or any(c not in (0, 200, 206) for c in codes):
         raise RuntimeError(f"{url}: unexpected answers {sorted(set(codes))}")
     out = {"clients": n, "MBps": sum(sizes) / wall / 1e6, "wall_s": wall, "complete": sum(s == sizes[0] for s in sizes),
+           "no_byte_in_time": codes.count(0) + sum(1 for o in outs if o and int(o[1]) == 0),
            "ttfb_p50_ms": 1e3 * ttfb[len(ttfb) // 2], "ttfb_p99_ms": 1e3 * ttfb[min(len(ttfb) - 1, int(len(ttfb) * 0.99))],
            "server_cores": cpu}
     if rss is not None:
@@ -176,6 +177,7 @@ def main() -> int:
                                rss_idle_mib=round(idle[name] / MiB, 1))
                     res["runs"].append(run)
                     print(f"  {name:<34} {n:4d} clients {run['MBps']:8.0f} MB/s  ttfb p99 {run['ttfb_p99_ms']:8.1f} ms  "
+                          f"no byte within {a.seconds:.0f} s: {run['no_byte_in_time']}  "
                           f"rss +{run.get('rss_peak_mib', 0) - run['rss_idle_mib']:.0f} MiB  "
                           f"other processes {run['foreign_cores']} cores", flush=True)
         res["loadavg_end"] = loadavg()

@@ -236,7 +236,8 @@ def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result
             _copy_resuming(member, resumable, result, progress)
         else:
             with store.ingest(size=size, sha256=entry.sha256, git_oid=git_oid, what=entry.path) as w:
-                read_verified(member, _counted(w.write, progress), check_sha256=False)  # the writer hashes and checks
+                read_verified(member, _counted(w.write, progress), check_sha256=False,  # the writer hashes and checks
+                              reuse_buffer=True)
                 w.commit()
     except DigestMismatchError as exc:
         raise BundleError(f"{exc.message}: the bundle was altered or damaged") from exc
@@ -272,7 +273,7 @@ def _copy_resuming(member: Member, w: ResumableWriter, result: ImportResult, pro
         progress.advance(len(data) - max(0, skip - start))
 
     with w:
-        read_verified(member, sink, check_sha256=False)
+        read_verified(member, sink, check_sha256=False, reuse_buffer=True)  # the sink consumes each chunk at once
         w.commit()
 
 

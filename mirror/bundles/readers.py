@@ -44,16 +44,25 @@ class Member:
             read_verified(self)
 
 
-def read_verified(member: Member, sink: Callable[[bytes], None] | None = None, *, check_sha256: bool = True) -> None:
+def read_verified(member: Member, sink: Callable[[bytes], None] | None = None, *, check_sha256: bool = True,
+                  reuse_buffer: bool = False) -> None:
     """Read a member through, checking its size (and sha256) against the index; ``sink`` gets the bytes.
 
     ``check_sha256=False`` is for a sink that verifies the digests itself (a blob writer).
+    ``reuse_buffer``: the sink consumes each chunk before it returns (a blob writer), so the member is read
+    into one reused buffer and the sink gets views of it (no fresh memory per chunk).
     Raises BundleError on a mismatch.
     """
     e, h, got = member.entry, hashlib.sha256(), 0
     with member.open() as f:
+        readinto = getattr(f, "readinto", None) if reuse_buffer else None
+        buffer = bytearray(CHUNK_SIZE) if readinto is not None else None
         while got <= e.size:  # one byte more than announced reveals a member that is too long
-            data = f.read(min(CHUNK_SIZE, e.size - got + 1))
+            want = min(CHUNK_SIZE, e.size - got + 1)
+            if buffer is not None:
+                data: bytes | memoryview = memoryview(buffer)[: readinto(memoryview(buffer)[:want])]  # type: ignore[misc]
+            else:
+                data = f.read(want)
             if not data:
                 break
             got += len(data)

@@ -100,6 +100,21 @@ class BlobWriter:
             self.cancel()
 
 
+def _chunks(source: BinaryIO, chunk_size: int) -> Iterator[bytes | memoryview]:
+    """``source``'s bytes in chunks; one reused buffer where it can ``readinto`` (each chunk is consumed before
+    the next is read: a BlobWriter's ``write`` returns once it has hashed and stored it). A fresh buffer per
+    chunk costs page faults, on the project's VM more than the hashing (1.5 vs 2-3.7 CPU s per GiB)."""
+    readinto = getattr(source, "readinto", None)
+    if readinto is None:
+        while chunk := source.read(chunk_size):
+            yield chunk
+        return
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    while n := readinto(buffer):
+        yield view[:n]
+
+
 class BlobBatch:
     """Blobs committed into a batch (``ingest(…, batch=…)``) become visible together at ``flush``, each
     only once durable: many small blobs cost one round of disk flushes instead of two fsyncs each.
@@ -184,12 +199,12 @@ class BlobStore:
         seekable = getattr(source, "seekable", None)
         if sha256 is None and not self.driver.cheap_move and seekable is not None and seekable() and size > chunk_size:
             h = hashlib.sha256()
-            while chunk := source.read(chunk_size):
+            for chunk in _chunks(source, chunk_size):
                 h.update(chunk)
             sha256 = h.hexdigest()
             source.seek(0)
         with self.ingest(size=size, sha256=sha256, git_oid=git_oid, what=what, batch=batch) as w:
-            while chunk := source.read(chunk_size):
+            for chunk in _chunks(source, chunk_size):
                 w.write(chunk)
             return w.commit()
 

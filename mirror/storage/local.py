@@ -66,6 +66,19 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 
 _SYNC_FILE_RANGE = _load_sync_file_range()
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux: LocalBatch fsyncs file by file, in parallel
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_SYNCFS = _load_syncfs()
 _SYNC_FILE_RANGE_WRITE = 2
 _WRITEBACK_EVERY = 8 * 1024 * 1024
 
@@ -129,13 +142,20 @@ def _flush_pool() -> ThreadPoolExecutor:
 
 
 class LocalBatch:
-    """Files committed together: fsync every temp file, rename each into place, fsync their folders.
+    """Files committed together: make every temp file durable, rename each into place, make the renames
+    durable.
 
-    The fsyncs run in parallel, so the file system merges them into a few journal commits: on the
-    project's 2-core box 0.2-0.4 ms per 16 KiB file, against 2-8 ms for the two fsyncs in a row of a
-    single commit. A file is renamed to its key only after its bytes are on disk, so a key never
-    names a partial file, even after a crash; what a crash loses is the files added since the last
-    flush (their temp files stay in ``.tmp/`` until gc sweeps them).
+    On Linux both steps are one ``syncfs`` of the store's file system (one journal commit each, whatever
+    the number of files); elsewhere the temp files and then their folders are fsynced in parallel, so the
+    file system merges the flushes into a few journal commits. On the project's 2-core box that is
+    0.1-0.3 ms per 16 KiB file, against 2-8 ms for the two fsyncs in a row of a single commit (and
+    syncfs costs the syncing process about 0.15 ms less CPU per file than parallel fsyncs). syncfs also
+    writes whatever else is pending on that file system: on a volume shared with heavy writers, a flush
+    waits for their data too.
+
+    A file is renamed to its key only after its bytes are on disk, so a key never names a partial file,
+    even after a crash; what a crash loses is the files added since the last flush (their temp files
+    stay in ``.tmp/`` until gc sweeps them).
     """
 
     def __init__(self, driver: "LocalDriver") -> None:
@@ -157,15 +177,30 @@ class LocalBatch:
         if not staged:
             return 0
         try:
-            pool = _flush_pool()
-            list(pool.map(_fsync_file, [tmp for tmp, _ in staged]))
+            if _SYNCFS is not None:
+                self._sync_all()
+            else:
+                list(_flush_pool().map(_fsync_file, [tmp for tmp, _ in staged]))
             for tmp, final in staged:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
-            list(pool.map(_fsync_dir, sorted({final.parent for _, final in staged})))
+            if _SYNCFS is not None:
+                self._sync_all()
+            else:
+                list(_flush_pool().map(_fsync_dir, sorted({final.parent for _, final in staged})))
         except OSError as exc:
             raise StorageError(f"Cannot make {len(staged)} stored files durable: {exc}") from exc
         return len(staged)
+
+    def _sync_all(self) -> None:
+        assert _SYNCFS is not None
+        fd = os.open(self._driver.root, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
     def cancel(self) -> None:
         with self._lock:

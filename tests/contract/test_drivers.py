@@ -77,6 +77,17 @@ class TestLocalBlobStore(BlobStoreSuite):
         return _local_harness(tmp_path)
 
 
+class TestLocalBlobStoreWithoutSyncfs(BlobStoreSuite):
+    """Where syncfs is missing (not Linux) a batch fsyncs its files and folders one by one, in parallel."""
+
+    @pytest.fixture
+    def harness(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+        import mirror.storage.local
+
+        monkeypatch.setattr(mirror.storage.local, "_SYNCFS", None)
+        return _local_harness(tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # S3 over moto's HTTP server
 

@@ -159,11 +159,11 @@ def test_cold_windows_are_faulted_in_off_the_event_loop(blob: tuple[LocalDriver,
     faulted_in: list[int] = []
     real_fault_in = MappedWindow.fault_in
 
-    def fault_in(self: MappedWindow) -> None:
+    def fault_in(self: MappedWindow, *piece: int) -> None:
         faulted_in.append(threading.get_ident())
-        real_fault_in(self)
+        real_fault_in(self, *piece)
 
-    monkeypatch.setattr(MappedWindow, "resident", lambda self: False)  # as if the file were on a cold disk
+    monkeypatch.setattr(MappedWindow, "resident", lambda self, *piece: False)  # as if the file were on a cold disk
     monkeypatch.setattr(MappedWindow, "fault_in", fault_in)
     client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
     assert b"".join(client.bodies) == data
@@ -189,10 +189,76 @@ def test_a_file_system_that_cannot_map_gets_plain_reads(blob: tuple[LocalDriver,
 def test_windows_already_in_memory_go_out_without_a_thread_hop(blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     driver, data = blob
 
-    def no_fault_in(self: MappedWindow) -> None:
+    def no_fault_in(self: MappedWindow, *piece: int) -> None:
         raise AssertionError("a resident window was sent through the threadpool")
 
-    monkeypatch.setattr(MappedWindow, "resident", lambda self: True)
+    monkeypatch.setattr(MappedWindow, "resident", lambda self, *piece: True)
     monkeypatch.setattr(MappedWindow, "fault_in", no_fault_in)
     client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
     assert b"".join(client.bodies) == data
+
+
+def test_streams_share_one_memory_budget_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One client gets the largest windows; 64 share the budget; reads (which cost more) a quarter of it."""
+    s = streaming._Streams()
+    MiB = 1024 * 1024
+    sizes = {}
+    for active in (0, 1, 2, 8, 64, 256, 10_000):
+        s.active = active
+        sizes[active] = (s.chunk(), s.chunk(streaming.READ_COST))
+    assert sizes[0] == sizes[1] == (8 * MiB, 4 * MiB)
+    assert sizes[2] == (8 * MiB, 2 * MiB)
+    assert sizes[8] == (2 * MiB, 512 * 1024)
+    assert sizes[64] == (256 * 1024, 64 * 1024)
+    assert sizes[256] == sizes[10_000] == (64 * 1024, 64 * 1024)  # never below the smallest useful read
+    for active, (window, read) in sizes.items():
+        if active >= 1 and window > streaming.MIN_CHUNK_SIZE:
+            assert active * window <= streaming.STREAM_BUDGET and active * read * streaming.READ_COST <= streaming.STREAM_BUDGET
+
+
+def test_a_response_takes_its_share_of_the_budget_while_it_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "_streams", streaming._Streams())
+    streaming._streams.active = 63  # this response makes 64
+    reads: list[int] = []
+
+    class _Recording(_Stream):
+        def read(self, n: int = -1) -> bytes:
+            reads.append(n)
+            return super().read(n)
+
+    data = os.urandom(300 * 1024)
+    client = _serve(BlobResponse(_Recording(data), length=len(data), status=200, headers=[]))
+    assert b"".join(client.bodies) == data
+    assert reads and max(reads) == 64 * 1024
+    assert streaming._streams.active == 63  # given back when the response ended
+
+
+def test_a_window_goes_out_in_pieces_of_the_budget_share_each_released_once_sent(
+        blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, data = blob
+    monkeypatch.setattr(streaming, "MIN_CHUNK_SIZE", PAGE)
+    monkeypatch.setattr(streaming, "_streams", streaming._Streams(budget=2 * PAGE))  # one response: 2-page pieces
+    released: list[tuple[int, int]] = []
+    real_release = MappedWindow.release
+
+    def release(self: MappedWindow, start: int, stop: int) -> None:
+        released.append((start, stop))
+        real_release(self, start, stop)
+
+    monkeypatch.setattr(MappedWindow, "release", release)
+    client = _serve(BlobResponse(driver.open("blobs/x", 7), length=len(data) - 7, status=206, headers=[]))
+    assert b"".join(client.bodies) == data[7:]
+    assert [len(b) for b in client.bodies] == [2 * PAGE, 2 * PAGE, len(data) - 7 - 4 * PAGE]  # one mapping, 3 pieces
+    assert released == [(7, 7 + 2 * PAGE), (7 + 2 * PAGE, 7 + 4 * PAGE), (7 + 4 * PAGE, len(data))]
+
+
+def test_a_released_piece_still_reads_the_same_bytes(blob: tuple[LocalDriver, bytes], tmp_path: Path) -> None:
+    _, data = blob
+    with open(tmp_path / "blobs/x", "rb") as f:
+        window = MappedWindow(f.fileno(), 5, 5 * PAGE)
+        held = window.piece(5, 4 * PAGE)  # what a server still writing from it holds
+        window.fault_in()
+        window.release(5, 4 * PAGE)
+        assert held.tobytes() == data[5 : 4 * PAGE]
+        assert window.resident(PAGE, 4 * PAGE)  # mapped again by that read
+        window.close()
