@@ -47,19 +47,30 @@ def decode_cursor(cursor: str | None) -> int:
     return offset
 
 
-def paged(request: Request, svc: Services, items: list[Any], page_size: int) -> JSONResponse:
-    """One page of ``items`` with an absolute ``Link: <…>; rel="next"`` when more remain."""
+def page_of(request: Request, svc: Services, items: list[Any], page_size: int) -> tuple[list[Any], str | None]:
+    """One page of ``items`` and the absolute URL of the next one (None on the last page)."""
     offset = decode_cursor(request.query_params.get("cursor"))
     page = items[offset : offset + page_size]
+    if offset + page_size >= len(items):
+        return page, None
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    params.append(("cursor", encode_cursor(offset + page_size)))
+    # The raw path keeps %2F inside revisions (refs%2Fpr%2F1) and folder names as the client sent them.
+    raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("ascii").split("?", 1)[0]
+    return page, f"{svc.base_url(request)}{raw_path}?{urlencode(params)}"
+
+
+def page_response(page: list[Any], next_url: str | None) -> JSONResponse:
+    """A page, with ``Link: <…>; rel="next"`` when more remain."""
     response = JSONResponse(page)
-    if offset + page_size < len(items):
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        params.append(("cursor", encode_cursor(offset + page_size)))
-        # The raw path keeps %2F inside revisions (refs%2Fpr%2F1) and folder names as the client sent them.
-        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("ascii").split("?", 1)[0]
-        url = f"{svc.base_url(request)}{raw_path}?{urlencode(params)}"
-        response.headers["Link"] = f'<{url}>; rel="next"'
+    if next_url is not None:
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
     return response
+
+
+def paged(request: Request, svc: Services, items: list[Any], page_size: int) -> JSONResponse:
+    """One page of ``items`` with an absolute ``Link: <…>; rel="next"`` when more remain."""
+    return page_response(*page_of(request, svc, items, page_size))
 
 
 async def repo_api(request: Request) -> Response:
@@ -93,11 +104,25 @@ async def repo_api(request: Request) -> Response:
         return JSONResponse([schemas.commit_doc(snapshot, formatted=formatted)])
     index = await svc.index(snapshot)
     if call.action == "tree":
-        return _tree(request, svc, index, call.path)
-    return await _paths_info(request, index)
+        return await _tree(request, svc, index, call.path)
+    return await _paths_info(request, svc, index)
 
 
-def _tree(request: Request, svc: Services, index: CommitIndex, folder: str) -> JSONResponse:
+async def _with_xet_hashes(svc: Services, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``xetHash`` on the file entries served over Xet (HUBGATE_XET=on, a stored, verified representation): the
+    same hash resolve sends as ``X-Xet-Hash``. With it, snapshot_download skips the HEAD of those files and asks
+    the CAS straight away (../shared/docs/hf-protocol.md 4.6); clients without hf_xet ignore it."""
+    if svc.xet is None:
+        return entries
+    served = [e for e in entries if "lfs" in e and e["size"] >= svc.xet.threshold]  # as resolve_headers decides
+    hashes = await svc.xet.file_hashes([e["lfs"]["oid"] for e in served])
+    for e in served:
+        if file_hash := hashes.get(e["lfs"]["oid"]):
+            e["xetHash"] = file_hash
+    return entries
+
+
+async def _tree(request: Request, svc: Services, index: CommitIndex, folder: str) -> JSONResponse:
     if not index.is_dir(folder):
         raise EntryNotFoundError(f"Folder {folder!r} not found in {index.snapshot.repo.id}", commit=index.commit)
     recursive, expand = _flag(request, "recursive"), _flag(request, "expand")
@@ -107,7 +132,8 @@ def _tree(request: Request, svc: Services, index: CommitIndex, folder: str) -> J
     page_size = svc.settings.tree_page_size
     if expand:
         page_size = min(page_size, _EXPAND_PAGE_CAP)
-    return paged(request, svc, entries, page_size)
+    page, next_url = page_of(request, svc, entries, page_size)
+    return page_response(await _with_xet_hashes(svc, page), next_url)  # only the page's files are looked up
 
 
 def _children(index: CommitIndex, prefix: str, recursive: bool) -> list[str]:
@@ -125,7 +151,7 @@ def _children(index: CommitIndex, prefix: str, recursive: bool) -> list[str]:
     return under(index.dirs) + under(index.paths)
 
 
-async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
+async def _paths_info(request: Request, svc: Services, index: CommitIndex) -> JSONResponse:
     if len(body := await request.body()) > _MAX_FORM:
         raise InvalidInputError(f"paths-info body is larger than {_MAX_FORM} bytes")
     if request.headers.get("content-type", "").startswith("application/json"):
@@ -146,7 +172,7 @@ async def _paths_info(request: Request, index: CommitIndex) -> JSONResponse:
     for p in dict.fromkeys(str(p).strip("/") for p in paths):
         if p in index.files or (p and index.is_dir(p)):
             out.append(schemas.tree_entry(index, p, expand=expand))
-    return JSONResponse(out)
+    return JSONResponse(await _with_xet_hashes(svc, out))
 
 
 async def _refs(request: Request, svc: Services, repo: RepoRef) -> JSONResponse:

@@ -125,6 +125,22 @@ class XetRuntime:
         return [(X_XET_HASH, file_hash.encode()), (X_XET_REFRESH_ROUTE, route),
                 (b"link", b"<" + route + b'>; rel="xet-auth"')]
 
+    async def file_hashes(self, sha256s: list[str]) -> dict[str, str]:
+        """Blob sha256 -> Xet file hash, for the blobs with a stored representation (the tree's ``xetHash``).
+        Cached answers come from memory; the rest are read in one threadpool call."""
+        found: dict[str, str] = {}
+        missing = []
+        for sha in dict.fromkeys(sha256s):
+            known, file_hash = self.store.cached_file_hash(sha)
+            if not known:
+                missing.append(sha)
+            elif file_hash:
+                found[sha] = file_hash
+        if missing:
+            looked_up = await run_in_threadpool(lambda: {sha: self.store.file_hash_of(sha) for sha in missing})
+            found.update({sha: h for sha, h in looked_up.items() if h})
+        return found
+
     @staticmethod
     def refresh_route(base: str, repo: RepoRef, commit: str) -> str:
         return f"{base}/api/{repo.type.value}s/{repo.id}/{TOKEN_ACTION}/{commit}"
