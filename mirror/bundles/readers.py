@@ -363,6 +363,16 @@ class _TarMemberReader:
         self._left -= len(data)
         return data
 
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Into ``buffer`` (a reused one: no fresh memory per chunk, see ``read_verified``)."""
+        if not self._started:
+            self._raw.seek(self._offset)
+            self._started = True
+        view = memoryview(buffer)[: min(len(buffer), self._left)]
+        got = self._raw.readinto(view) if len(view) else 0  # type: ignore[attr-defined]
+        self._left -= got
+        return got
+
     def __enter__(self) -> "_TarMemberReader":
         return self
 
