@@ -148,10 +148,11 @@ class BlobResponse:
         return self._fixed_chunk or _streams.chunk(READ_COST)
 
     async def _send_mapped(self, send: Send, fd: int, offset: int) -> None:
-        """One mapping per window (``chunk_size``, else 8 MiB: few map calls), sent in pieces of the
-        response's share of the budget, each released once sent (RSS: a piece per response)."""
+        """One mapping per piece of the response's share of the budget, released once sent and unmapped when
+        the server lets go of it. (The server may hold a sent piece until the client takes it: with 8 MiB
+        mappings sent in pieces, 64 slow clients kept a replica 143 MiB above idle, +18 MiB this way.)"""
         end, pos = offset + self._length, offset
-        span = self._fixed_chunk or CHUNK_SIZE
+        span = self._chunk
         while pos < end:
             stop = min(pos + span, end)
             try:

@@ -233,7 +233,7 @@ def test_a_response_takes_its_share_of_the_budget_while_it_streams(monkeypatch: 
     assert streaming._streams.active == 63  # given back when the response ended
 
 
-def test_a_window_goes_out_in_pieces_of_the_budget_share_each_released_once_sent(
+def test_a_blob_goes_out_in_pieces_of_the_budget_share_each_released_once_sent(
         blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     driver, data = blob
     monkeypatch.setattr(streaming, "MIN_CHUNK_SIZE", PAGE)
@@ -248,7 +248,7 @@ def test_a_window_goes_out_in_pieces_of_the_budget_share_each_released_once_sent
     monkeypatch.setattr(MappedWindow, "release", release)
     client = _serve(BlobResponse(driver.open("blobs/x", 7), length=len(data) - 7, status=206, headers=[]))
     assert b"".join(client.bodies) == data[7:]
-    assert [len(b) for b in client.bodies] == [2 * PAGE, 2 * PAGE, len(data) - 7 - 4 * PAGE]  # one mapping, 3 pieces
+    assert [len(b) for b in client.bodies] == [2 * PAGE, 2 * PAGE, len(data) - 7 - 4 * PAGE]  # 3 pieces
     assert released == [(7, 7 + 2 * PAGE), (7 + 2 * PAGE, 7 + 4 * PAGE), (7 + 4 * PAGE, len(data))]
 
 
