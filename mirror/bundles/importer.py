@@ -12,7 +12,9 @@ Order of checks, each refusing with a BundleError and nothing published:
 
 Only then is each snapshot published (``publish_manifest``: manifest, original signature,
 provenance and refs in one transaction). Blobs already stored are not copied again, so a
-re-run after an interruption or a refusal resumes, and importing twice changes nothing.
+re-run after an interruption or a refusal resumes, and importing twice changes nothing. A large
+blob's copy resumes inside the blob (mirror/storage/resume.py: the local store's partial file, the
+S3 store's unfinished multipart upload), after checking the bytes kept against the bundle's.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def _stored(store: BlobStore, sha256: str, size: int) -> bool:
     return info is not None and info.size == size
 
 
-RESUMABLE_MIN_SIZE = 16 * 1024 * 1024  # blobs this large are copied through a partial file that survives a kill
+RESUMABLE_MIN_SIZE = 16 * 1024 * 1024  # blobs this large are copied through a partial write that survives a kill
 
 
 def _take_blob(store: BlobStore, member: Member, expect: tuple[int, str], result: ImportResult,
@@ -255,26 +257,23 @@ def _counted(sink: Any, progress: Progress) -> Any:
 
 
 def _copy_resuming(member: Member, w: ResumableWriter, result: ImportResult, progress: Progress) -> None:
-    """Copy a member into ``w``, skipping the ``w.resumed_at`` bytes a killed run already wrote (they were
-    re-hashed from the partial file; the member is still read through, so its size is checked)."""
-    skip = w.resumed_at
-    if skip:
-        result.resumed[member.entry.sha256] = skip
-        log.info("%s: resuming at byte %d of %d", member.entry.path, skip, member.entry.size)
-        progress.advance(skip)
-    seen = 0
-
-    def sink(data: bytes) -> None:
-        nonlocal seen
-        start, seen = seen, seen + len(data)
-        if seen <= skip:
-            return
-        w.write(data[max(0, skip - start):])
-        progress.advance(len(data) - max(0, skip - start))
-
+    """Copy a member into ``w`` from byte 0. The ``w.resumed_at`` bytes a killed run left are checked against
+    the member's as they pass and stored again only from where they differ (``w.reused`` were not); the
+    member is read through either way, so its size is checked and the digests are the bundle's."""
+    path, size = member.entry.path, member.entry.size
+    if w.resumed_at:
+        log.info("%s: an interrupted copy left %d of %d bytes; checking them against the bundle",
+                 path, w.resumed_at, size)
     with w:
-        read_verified(member, sink, check_sha256=False, reuse_buffer=True)  # the sink consumes each chunk at once
+        read_verified(member, _counted(w.write, progress), check_sha256=False,  # the writer hashes and checks
+                      reuse_buffer=True)  # it consumes each chunk at once
         w.commit()
+    if w.reused:
+        result.resumed[member.entry.sha256] = w.reused
+        log.info("%s: resumed at byte %d of %d (%d bytes copied)", path, w.reused, size, size - w.reused)
+    if w.reused < w.resumed_at:
+        log.warning("%s: the interrupted copy's bytes from byte %d differed from the bundle's and were copied again",
+                    path, w.reused)
 
 
 # -- publishing ------------------------------------------------------------------------------------

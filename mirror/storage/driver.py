@@ -1,7 +1,9 @@
 """The storage driver contract: dumb keyed objects. Content addressing and verification live above, in blobs.py.
 
 Keys are relative, ``/``-separated and built only by ``layout.py``. Optional capabilities
-(``redirect_url``, ``local_path``) return None instead of raising when a driver lacks them.
+(``redirect_url``, ``local_path``) return None instead of raising when a driver lacks them; ``partial(key)``
+(a ``PartialWrite``, for resumable copies: mirror/storage/resume.py) is an attribute only drivers that keep
+partial writes have.
 """
 
 from __future__ import annotations
@@ -25,6 +27,37 @@ class ObjectWriter(Protocol):
     def write(self, data: bytes | memoryview) -> None: ...
     def commit(self) -> None: ...
     def cancel(self) -> None: ...
+
+
+class PartialWrite(Protocol):
+    """A write that outlives its process (a driver's optional ``partial(key)``), so a killed copy goes on.
+
+    Every run writes the object from byte 0. The first ``kept`` bytes are what a killed run left: they are
+    checked against the bytes written over them and stored again only from where they differ (a kept
+    prefix is a claim, never trusted unchecked); the rest is stored as it comes. Nothing is visible under
+    the key before ``commit``. A partial write is listed by ``iter_partial_writes`` (gc sweeps it).
+    """
+
+    kept: int  # bytes a killed run left, as claimed before any was checked
+
+    @property
+    def reused(self) -> int:
+        """Bytes of the kept prefix checked so far and found equal: not stored again."""
+        ...
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def commit(self) -> None:
+        """Make the bytes written the object (the caller has verified their digests)."""
+        ...
+
+    def discard(self) -> None:
+        """Drop the kept bytes and all written: the next run starts clean."""
+        ...
+
+    def close(self) -> None:
+        """Stop without committing, keeping what is stored for the next run."""
+        ...
 
 
 class WriteBatch(Protocol):

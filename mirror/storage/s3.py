@@ -2,12 +2,23 @@
 
 A writer is a multipart upload that is completed only on ``commit`` (after the blob store has
 verified the digests) and aborted on ``cancel``, so unverified bytes never appear under a key.
+
+A resumable write (``partial``) is the same multipart upload, found again by its key after a kill
+(``ListMultipartUploads``, ``ListParts``): no local state names it. Its parts cannot be read back, so
+they are checked against the bytes the caller writes again from byte 0: a part's ETag is the MD5 of
+its bytes (AWS without SSE-KMS, MinIO, Ceph RGW, moto). An upload whose ETags are something else is
+aborted and the write starts clean.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -20,9 +31,12 @@ from mirror.errors import ObjectNotFoundError, StorageError
 from mirror.settings import S3Settings
 from mirror.storage.driver import ObjectInfo
 
+log = logging.getLogger(__name__)
+
 _MIN_PART = 5 * 1024 * 1024
 _UPLOAD_ID = "?uploadId="  # partial-write names: <key>?uploadId=<id>, as in S3's own REST paths
 _PARTS_IN_FLIGHT = 4
+_PLAIN_MD5 = re.compile(r'"?([0-9a-fA-F]{32})"?')
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -53,10 +67,10 @@ class _BodyReader:
 class _S3Writer:
     """A multipart upload with up to ``_PARTS_IN_FLIGHT`` parts uploading at once (memory: that many parts)."""
 
-    def __init__(self, driver: "S3Driver", key: str) -> None:
+    def __init__(self, driver: "S3Driver", key: str, upload_id: str | None = None) -> None:
         self._d, self._key = driver, key
         self._buf = bytearray()
-        self._upload_id: str | None = None
+        self._upload_id = upload_id  # given: go on with that upload (a resumed write)
         self._parts: list[Future[dict[str, Any]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
@@ -74,17 +88,34 @@ class _S3Writer:
         )
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
+    @property
+    def next_part(self) -> int:
+        """The number the next part sent or kept gets."""
+        return len(self._parts) + 1
+
+    def keep_part(self, etag: str) -> None:
+        """Count a part already in the upload (checked by the caller) as the next one, without sending it."""
+        done: Future[dict[str, Any]] = Future()
+        done.set_result({"PartNumber": self.next_part, "ETag": etag})
+        self._parts.append(done)
+
+    def write_part(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` as the next part, whatever its size (one that replaces a part found wrong)."""
+        assert not self._buf, "a part is half-buffered"
+        self._buf += data
+        self._flush_part()
+
     def _flush_part(self) -> None:
         try:
             if self._upload_id is None:
                 self._upload_id = self._d.client.create_multipart_upload(
                     Bucket=self._d.bucket, Key=self._d.key(self._key))["UploadId"]
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(_PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
-            assert self._pool is not None
             in_flight = [f for f in self._parts if not f.done()]
             if len(in_flight) >= _PARTS_IN_FLIGHT:
                 in_flight[0].result()  # back-pressure: bounded memory
-            self._parts.append(self._pool.submit(self._upload_part, len(self._parts) + 1, bytes(self._buf)))
+            self._parts.append(self._pool.submit(self._upload_part, self.next_part, bytes(self._buf)))
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 upload of {self._key} failed: {exc}") from exc
         self._buf.clear()
@@ -116,6 +147,12 @@ class _S3Writer:
         self._buf = bytearray()
         self._abort()
 
+    def close(self) -> None:
+        """Stop without completing or aborting: the parts sent stay in the upload for a resumed write."""
+        self._closed = True
+        self._buf = bytearray()
+        self._shutdown()
+
     def _shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -131,6 +168,116 @@ class _S3Writer:
             except (ClientError, BotoCoreError):
                 pass  # an orphaned upload is cleaned by the bucket's lifecycle rule
             self._upload_id = None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptPart:
+    """A part a killed run uploaded: its size, its ETag as listed (given back on completion) and its MD5."""
+
+    size: int
+    etag: str
+    md5: str
+
+
+def _plain_md5(etag: str) -> str | None:
+    """The MD5 an ETag is, or None when it is something else (SSE-KMS, SSE-C, a composite ``…-N``)."""
+    m = _PLAIN_MD5.fullmatch(etag.strip())
+    return m.group(1).lower() if m else None
+
+
+def _kept_prefix(parts: list[dict[str, Any]], max_part: int) -> list[_KeptPart] | None:
+    """The parts 1, 2, … before the first gap that a resumed write can check and keep; None when one of
+    them has an ETag that is no MD5 (nothing of the upload can be checked). A part under S3's minimum
+    (only a last part may be short) or over ``max_part`` (it is held in memory while checked) ends the
+    prefix, and is sent again."""
+    kept: list[_KeptPart] = []
+    for number, part in enumerate(sorted(parts, key=lambda p: int(p["PartNumber"])), start=1):
+        if int(part["PartNumber"]) != number:
+            break
+        md5 = _plain_md5(str(part.get("ETag", "")))
+        if md5 is None:
+            return None
+        size = int(part["Size"])
+        if not _MIN_PART <= size <= max_part:
+            break
+        kept.append(_KeptPart(size, str(part["ETag"]), md5))
+    return kept
+
+
+class S3Partial:
+    """The resumable write of one object: the unfinished multipart upload a killed run left under its key
+    (the one with the longest checkable prefix), or a new one.
+
+    ``write`` gets the object from byte 0. While inside the kept parts it buffers one part's bytes and
+    compares their MD5 with the part's ETag: an equal part is kept as it is (not sent), a different one
+    is sent again from those bytes, and so is everything after it. Completion lists every part with the
+    ETag checked or returned, so a part changed meanwhile fails it (``InvalidPart``) instead of slipping in.
+    """
+
+    def __init__(self, driver: "S3Driver", key: str) -> None:
+        self._d, self._key = driver, key
+        upload_id, parts = self._resume_point()
+        self._w = _S3Writer(driver, key, upload_id)
+        self._checking: deque[_KeptPart] = deque(parts)
+        self._buf = bytearray()
+        self.kept = sum(p.size for p in parts)
+        self.reused = 0
+
+    def _resume_point(self) -> tuple[str | None, list[_KeptPart]]:
+        """The upload to go on with and its checkable parts; uploads that cannot be checked are aborted."""
+        best: tuple[int, float, str | None, list[_KeptPart]] = (-1, 0.0, None, [])
+        for upload_id, started, parts in self._d.unfinished_uploads(self._key):
+            kept = _kept_prefix(parts, _PARTS_IN_FLIGHT * self._d.part_size)
+            if kept is None:
+                log.warning("%s: the unfinished upload %s cannot be checked (its part ETags are not MD5s, as "
+                            "with SSE-KMS); aborting it, this copy starts from byte 0", self._key, upload_id)
+                self._d.delete_partial_write(f"{self._key}{_UPLOAD_ID}{upload_id}")
+                continue
+            size = sum(p.size for p in kept)
+            if (size, started) > best[:2]:
+                best = (size, started, upload_id, kept)
+        if best[3]:
+            log.info("%s: an unfinished upload holds %d bytes in %d parts; checking them against the source",
+                     self._key, best[0], len(best[3]))
+        return best[2], best[3]
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while self._checking and len(view):
+            take = self._checking[0].size - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) == self._checking[0].size:
+                self._check_part()
+        if len(view):
+            self._w.write(view)
+
+    def _check_part(self) -> None:
+        """The source's bytes of the next kept part are buffered: keep the part, or send it and the rest again."""
+        part = self._checking.popleft()
+        if hashlib.md5(self._buf, usedforsecurity=False).hexdigest() == part.md5:
+            self._w.keep_part(part.etag)
+            self.reused += part.size
+        else:
+            log.warning("%s: part %d of the unfinished upload differs from the source; sending it and the rest again",
+                        self._key, self._w.next_part)
+            self._w.write_part(self._buf)
+            self._checking.clear()
+        self._buf.clear()
+
+    def commit(self) -> None:
+        if self._buf:  # the object ended inside a kept part: its bytes are the last part
+            self._w.write_part(self._buf)
+            self._buf.clear()
+        self._checking.clear()
+        self._w.commit()
+
+    def discard(self) -> None:
+        self._checking.clear()
+        self._w.cancel()
+
+    def close(self) -> None:
+        self._w.close()
 
 
 class S3Driver:
@@ -268,6 +415,37 @@ class S3Driver:
                     yield ObjectInfo(f"{upload['Key'][len(self.prefix):]}{_UPLOAD_ID}{upload['UploadId']}", size, modified)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 listing of unfinished uploads failed: {exc}") from exc
+
+    def partial(self, key: str) -> S3Partial:
+        """A resumable write of ``key`` (mirror/storage/resume.py): the multipart upload a killed run left
+        under it goes on. It is one of ``iter_partial_writes`` meanwhile, swept by gc after the grace period."""
+        self.key(key)
+        return S3Partial(self, key)
+
+    def unfinished_uploads(self, key: str) -> list[tuple[str, float, list[dict[str, Any]]]]:
+        """(upload id, start as unix seconds, parts as ListParts gives them) of every unfinished upload of ``key``."""
+        full, found = self.key(key), []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=full):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] == full:
+                        parts = self._parts(full, upload["UploadId"])
+                        if parts is not None:
+                            found.append((upload["UploadId"], upload["Initiated"].timestamp(), parts))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 listing of the unfinished uploads of {key} failed: {exc}") from exc
+        return found
+
+    def _parts(self, full_key: str, upload_id: str) -> list[dict[str, Any]] | None:
+        """The parts of one upload, or None when it ended meanwhile."""
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+            return [part for page in pages for part in page.get("Parts", [])]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") == "NoSuchUpload":
+                return None
+            raise
 
     def delete_partial_write(self, key: str) -> None:
         name, sep, upload_id = key.rpartition(_UPLOAD_ID)
