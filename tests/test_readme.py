@@ -40,11 +40,13 @@ def _ci_commands() -> list[list[str]]:
 
 
 def test_ci_installs_what_the_readme_installs_and_runs_its_test_command() -> None:
-    venv, install, test = _readme_test_command()
+    venv, install, *others, test = _readme_test_command()
     assert venv == ["python3", "-m", "venv", ".venv"]
     ci = _ci_commands()
     assert venv in ci
     packages = [a for a in install if not a.startswith("-") and a not in (".venv/bin/pip", "install")]
     ci_install = next(c for c in (" ".join(cmd) for cmd in ci) if "pip install" in c)
     assert all(pkg in ci_install for pkg in packages), (packages, ci_install)
+    for step in others:  # other set-up steps (the vLLM venv), each a command of CI's, before the tests
+        assert step in ci and ci.index(step) < ci.index(test), step
     assert test in ci  # the README's test command, as a command of its own (not in a comment)

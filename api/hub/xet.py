@@ -113,8 +113,9 @@ class XetRuntime:
     # -- resolve
     async def resolve_headers(self, svc: Services, request: Request, snapshot: SnapshotView,
                               entry: FileView) -> list[tuple[bytes, bytes]]:
-        """The Xet headers for a file answer, or [] (small file, no stored representation)."""
-        if entry.size < self.threshold:
+        """The Xet headers for a file answer, or [] (small file, no stored representation, or a regular git file:
+        the Hub serves only LFS files over Xet, and the tree's ``xetHash`` says the same)."""
+        if not entry.lfs or entry.size < self.threshold:
             return []
         known, file_hash = self.store.cached_file_hash(entry.sha256)
         if not known:

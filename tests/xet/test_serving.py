@@ -50,6 +50,15 @@ def test_resolve_advertises_xet_only_for_files_with_a_stored_representation(xet_
     assert big.headers["x-linked-size"] == str(len(xet_hub.repos["big"].files["model.safetensors"]))
     small = head(xet_hub, "/acme/tiny/resolve/main/generation_config.json")  # under the threshold
     assert small.status_code == 200 and "x-xet-hash" not in small.headers and "link" not in small.headers
+    # a regular git file over the threshold stays plain, as on the Hub (only LFS files are served over Xet)
+    from helpers.content import is_lfs
+    from tests.xet.support import XET_ENV
+
+    regular = [p for p, data in xet_hub.repos["tiny"].files.items()
+               if not is_lfs(p) and len(data) >= int(XET_ENV["HUBGATE_XET_THRESHOLD_BYTES"])]
+    assert regular, "the fixture needs a regular file over the threshold"
+    answer = head(xet_hub, f"/acme/tiny/resolve/main/{regular[0]}")
+    assert answer.status_code == 200 and "x-xet-hash" not in answer.headers and "link" not in answer.headers
 
 
 def test_clients_fill_identical_caches_with_and_without_xet(xet_hub: HubgateServer, tmp_path: Path) -> None:
