@@ -104,11 +104,12 @@ def test_tree_and_paths_info_carry_xet_hash_for_files_served_over_xet(xet_hub: H
 
 
 @pytest.mark.slow
-def test_transformers_and_datasets_load_over_xet_like_over_http(xet_local: HubgateServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("xet_hub", ["local", "s3-redirect-rgw", "s3-proxy-rgw"], indirect=True)
+def test_transformers_and_datasets_load_over_xet_like_over_http(xet_hub: HubgateServer, tmp_path: Path) -> None:
     actions = [["transformers", "acme/tiny"], ["datasets", "acme/parquet-data"]]
-    with xet_local.recording() as log:
-        with_xet = run_client(xet_local, tmp_path / "xet", actions, xet=True)
-    plain = run_client(xet_local, tmp_path / "plain", actions, xet=False)
+    with xet_hub.recording() as log:
+        with_xet = run_client(xet_hub, tmp_path / "xet", actions, xet=True)
+    plain = run_client(xet_hub, tmp_path / "plain", actions, xet=False)
     assert with_xet["results"] == plain["results"]
     from helpers.content import parquet_frames
 
