@@ -83,16 +83,24 @@ class Timed:
 
     def __enter__(self) -> "Timed":
         self.t0, self.cpu0, self.child0 = time.perf_counter(), time.process_time(), cpu_of(self.child_pid)
+        self.reaped0 = _reaped_cpu()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.t0
         self.cpu = time.process_time() - self.cpu0
         self.child_cpu = cpu_of(self.child_pid) - self.child0
+        # hubgate's own children that ended meanwhile: the sandboxed content scanner of a sync
+        self.scan_cpu = _reaped_cpu() - self.reaped0
 
     def line(self, nbytes: int, label: str, extra: str = "") -> str:
         return (f"  {label:<46} {nbytes / self.wall / 1e6:8.1f} MB/s  {self.wall:6.2f} s  "
                 f"cores: hubgate {self.cpu / self.wall:4.2f}, upstream {self.child_cpu / self.wall:4.2f}{extra}")
+
+
+def _reaped_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def hash_rate(nbytes: int = 256 * MiB, chunk: int = 8 * MiB) -> float:
@@ -275,7 +283,8 @@ class Runs:
         with self.fl.guard() as g, Timed(child_pid) as t:
             fn()
         return {"seconds": t.wall, "hubgate_cores": t.cpu / t.wall, "upstream_cores": t.child_cpu / t.wall,
-                "foreign_cores": round(g.cores, 2), "loadavg": round(os.getloadavg()[0], 2)}
+                "scanner_cores": t.scan_cpu / t.wall, "foreign_cores": round(g.cores, 2),
+                "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def big_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int) -> dict[str, Any]:
@@ -390,8 +399,10 @@ def report(res: dict[str, Any]) -> list[str]:
                   + ", ".join(f"{r['ratio']:.2f}" for r in small) + ")"]
         for r in small:
             run = r["sync"]
-            lines.append(f"    round: hubgate {run['hubgate_cores']:.2f} cores, upstream {run['upstream_cores']:.2f}, "
-                         f"other processes {run['foreign_cores']:.2f}, load {run['loadavg']}; phases {r['phases']}")
+            lines.append(f"    round: hubgate {run['hubgate_cores']:.2f} cores (its scanner {run['scanner_cores']:.2f}), "
+                         f"upstream {run['upstream_cores']:.2f}, other processes {run['foreign_cores']:.2f}, load "
+                         f"{run['loadavg']}; bare GETs: client {r['bare']['hubgate_cores']:.2f} cores, upstream "
+                         f"{r['bare']['upstream_cores']:.2f}; phases {r['phases']}")
     return lines
 
 

@@ -76,7 +76,8 @@ class Progress:
             self.files_done += files
 
     def fetched(self, nbytes: int = 0, files: int = 0) -> None:
-        """Bytes and files downloaded from the upstream (not those already stored): progress and /metrics."""
+        """Bytes downloaded from the upstream as they arrive, and files once verified and durably stored (not
+        those that were stored already): progress and /metrics."""
         self.add(nbytes, files)
         if nbytes:
             TELEMETRY.add(SYNC_BYTES, nbytes)
@@ -254,16 +255,20 @@ class Syncer:
         (and at the end, and on a failure) the batch is flushed, which makes its blobs durable and
         visible, and only then are they recorded as KnownBlob rows, in the same transaction as the
         progress, and handed to ``prescan``. A crash loses at most the blobs fetched since the last
-        flush; none that has a row.
+        flush; none that has a row or is counted in the progress's files.
         """
-        flushed: list[ManifestEntry] = []  # verified, not recorded yet
+        flushed: list[ManifestEntry] = []  # verified and added to the batch, not recorded yet
 
         def flush() -> None:
-            batch.flush()
-            self._report(request_pk, progress, known=[knownblobs.Blob(e.sha256, e.git_oid, e.size) for e in flushed])
-            for e in flushed:
-                prescan.add(e.path, e.sha256, e.size)
+            # Taken before the flush: if it fails, these are dropped, since nothing says their blobs are stored
+            # (a later flush of the same batch must not record them either).
+            done = flushed[:]
             flushed.clear()
+            batch.flush()
+            progress.fetched(files=len(done))  # files count once durable; bytes as they arrive
+            self._report(request_pk, progress, known=[knownblobs.Blob(e.sha256, e.git_oid, e.size) for e in done])
+            for e in done:
+                prescan.add(e.path, e.sha256, e.size)
 
         with self.store.batch() as batch, ThreadPoolExecutor(self.options.file_workers,
                                                              thread_name_prefix="fetch") as pool:
@@ -283,7 +288,6 @@ class Syncer:
                         entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
                                                         lfs=f.lfs_sha256 is not None)
                         flushed.append(entries[f.path])
-                        progress.fetched(files=1)
                     flush()
             except BaseException:
                 # Keep what was verified (a retry then skips it): the other fetches finish or fail first.
