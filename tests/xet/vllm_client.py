@@ -13,11 +13,13 @@ cached tree listings, ``<repo>/trees/<commit>.json``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # run by the vLLM venv's Python, outside the test package
+from xet_client import cache_listing  # noqa: E402  (stdlib only at import)
 
 PROMPTS = ["hello world", "the quick brown fox"]
 NEW_TOKENS = 6
@@ -47,17 +49,6 @@ def build(out: Path) -> None:
     model.save_pretrained(out, max_shard_size="150KB")  # 3 shards and an index: vLLM's sharded download path
     fast.save_pretrained(out)
     (out / "README.md").write_text("---\nlicense: mit\nlibrary_name: vllm\n---\n# tiny llama for vLLM\n")
-
-
-def cache_listing(hub: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(hub.rglob("*")):
-        rel = p.relative_to(hub).as_posix()
-        if p.is_dir() or rel.startswith(".locks") or "/.no_exist/" in f"/{rel}":
-            continue
-        if rel.split("/", 1)[0].startswith(("models--", "datasets--")):
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def generate(model: str) -> None:
