@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.content import FixtureRepo, fixture_repo, sha256
@@ -79,9 +81,22 @@ def llama(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Fixtur
     return fixture_repo("tiny-llama", "model", REPO, out)
 
 
-def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llama: FixtureRepo,
-                                                         tmp_path: Path) -> None:
-    hub: HubgateServer = start_xet_hubgate("local", tmp_path / "hub", [llama])
+def _store(request: pytest.FixtureRequest, flavour: str, name: str) -> dict[str, Any]:
+    """start_xet_hubgate's S3 arguments for ``flavour`` (a fresh RGW bucket), or none for the local store."""
+    if flavour == "local":
+        return {}
+    s3 = request.getfixturevalue("rgw_s3")
+    bucket = f"vllm-{name}-{uuid.uuid4().hex[:8]}"
+    s3.client().create_bucket(Bucket=bucket)
+    return {"s3_origin": s3.origin, "bucket": bucket, "s3_keys": (s3.access_key, s3.secret_key)}
+
+
+@pytest.mark.parametrize("flavour", ["local", "s3-redirect-rgw"])
+def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llama: FixtureRepo, tmp_path: Path,
+                                                         flavour: str, request: pytest.FixtureRequest) -> None:
+    """On the local store, and on Ceph RGW in redirect mode (xorb ranges and plain downloads from presigned URLs)."""
+    redirect = flavour.startswith("s3-redirect")
+    hub: HubgateServer = start_xet_hubgate(flavour, tmp_path / "hub", [llama], **_store(request, flavour, "on"))
     try:
         commit = hub.commits["tiny-llama"]
         with hub.recording() as log:
@@ -91,7 +106,8 @@ def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llam
             plain = run_vllm(vllm_python, REPO, env, tmp_path / "run-plain")
     finally:
         hub.stop()
-    off: HubgateServer = start_xet_hubgate("local", tmp_path / "hub-off", [llama], extra={"HUBGATE_XET": "off"})
+    off: HubgateServer = start_xet_hubgate(flavour, tmp_path / "hub-off", [llama], extra={"HUBGATE_XET": "off"},
+                                           **_store(request, flavour, "off"))
     try:
         assert off.commits["tiny-llama"] == commit
         with off.recording() as off_log:
@@ -123,12 +139,17 @@ def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llam
     assert with_xet["cache"]["models--acme--tiny-llama/refs/main"] == sha256(commit.encode())
     # the weights came over Xet in the first run (reconstruction + ranged xorb reads), over HTTP in the others
     assert any("/reconstructions/" in r.path and r.status == 200 for r in log.records), [r.path for r in log.records]
-    assert any(r.path.startswith("/xet/xorbs/") and r.status == 206 for r in log.records)
+    if not redirect:  # in redirect mode the xorb ranges come from presigned RGW URLs, not through hubgate
+        assert any(r.path.startswith("/xet/xorbs/") and r.status == 206 for r in log.records)
     assert not any("/reconstructions/" in r.path or "xet-read-token" in r.path for r in plain_log.records)
     assert not any(r.header("x-xet-hash") for r in off_log.records)
-    for shard in shards:
-        assert any(r.method == "GET" and r.path.endswith("/" + shard) and r.status == 200
-                   and not r.request_header("range") for r in plain_log.records), [r.call for r in plain_log.records]
+    for shard in shards:  # a whole plain download of each shard (redirect mode: sent to the store by a 302)
+        if redirect:
+            assert any(r.path.endswith("/" + shard) and r.status == 302 and r.header("location")
+                       for r in plain_log.records), [r.call for r in plain_log.records]
+        else:
+            assert any(r.method == "GET" and r.path.endswith("/" + shard) and r.status == 200
+                       and not r.request_header("range") for r in plain_log.records), [r.call for r in plain_log.records]
     # the only refusals: optional files and folders probed, as EntryNotFound (never RepoNotFound)
     errors = [(r.method, r.path, r.status, r.header("x-error-code"))
               for r in (*log.records, *plain_log.records, *off_log.records) if (r.status or 0) >= 400]
