@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.admin.access_routes import router as access_router
 from api.admin.routes import router as admin_router
-from api import health, read_only
+from api import health, logs, read_only
 from api.edge import Edge
 from api.errors import hubgate_error_handler
 from api.hub import files, repos, xet
@@ -81,6 +81,8 @@ def create_app(settings: Settings, services: Services | None = None, *, run_work
         finally:
             if worker is not None:
                 worker.stop()
+            # the last requests' access lines: uvicorn re-raises SIGTERM after this, so no atexit hook runs
+            logs.ACCESS.flush()
 
     # docs_url/redoc_url off: api/health.py serves both pages with their assets from a package (no CDN)
     admin = FastAPI(title="hubgate", version="0.1.0", docs_url=None, redoc_url=None,
@@ -149,8 +151,6 @@ _ROUTED_PREFIXES = ("/api/", *_ADMIN_PATHS, *_ADMIN_EXACT, *xet.PREFIXES)  # eve
 
 def app_from_env() -> "HubgateApp":
     """Factory for ``uvicorn --factory`` (multi-worker serve): each worker loads the settings once."""
-    from api import logs
-
     settings = load()
     logs.configure(settings.log_level, settings.log_format)  # each worker process: one format, one level
     return create_app(settings)

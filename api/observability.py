@@ -28,10 +28,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.logs import ACCESS_LOGGER
+from api.logs import ACCESS
 from api.request_context import current_request_id
 
-access_log = logging.getLogger(ACCESS_LOGGER)
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
@@ -108,15 +107,15 @@ class Observer:
         method = scope["method"]
         if self.metrics:
             self.stats.record(method, route, status, seconds, nbytes, mode)
-        if self.access and access_log.isEnabledFor(logging.INFO):
+        if self.access and ACCESS.enabled():
             actor = actor_of(scope)
             path = scope.get("path", "")[:300]
             client = scope.get("client")
-            access_log.info("%s %s %d %dB %.1fms %s route=%s", method, path, status, nbytes, seconds * 1000, actor,
-                            route, extra={"method": method, "route": route, "path": path, "status": status,
-                                          "bytes": nbytes, "duration_ms": round(seconds * 1000, 3), "actor": actor,
-                                          "client": client[0] if client else None,
-                                          "request_id": current_request_id() or "-"})
+            ms = seconds * 1000
+            ACCESS.line(current_request_id() or "-",
+                        {"method": method, "route": route, "path": path, "status": status, "bytes": nbytes,
+                         "duration_ms": round(ms, 3), "actor": actor, "client": client[0] if client else None},
+                        f"{method} {path} {status} {nbytes}B {ms:.1f}ms {actor} route={route}")
 
     def resolve_done(self, scope: Scope, response: Any, started: float) -> None:
         """The resolve hot path (api/hub/files.py), after its answer was sent."""
