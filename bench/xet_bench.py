@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -142,16 +143,17 @@ def run_size(work: Path, client: Path, size_mib: int, runs: int) -> dict[str, ob
     t_xet = timed_import(folder, "bench/xet", env_on)
     shutil.rmtree(folder)  # the stores hold it now
     rec: dict[str, list[dict[str, float]]] = {"xet": [], "plain": [], "curl": [], "curl_file": []}
-    with benchlib.Server("hubgate-xet", [HUBGATE, "serve"], port_on, env=env_on, log_dir=work / "logs"), \
-            benchlib.Server("hubgate-off", [HUBGATE, "serve"], port_off, env=env_off, log_dir=work / "logs"):
+    with benchlib.Server("hubgate-xet", [HUBGATE, "serve"], port_on, env=env_on, log_dir=work / "logs") as srv_on, \
+            benchlib.Server("hubgate-off", [HUBGATE, "serve"], port_off, env=env_off, log_dir=work / "logs") as srv_off:
         base_on, base_off = f"http://127.0.0.1:{port_on}", f"http://127.0.0.1:{port_off}"
         head = benchlib.curl_head(f"{base_on}/bench/xet/resolve/main/model.safetensors")[1]
         assert "x-xet-hash" in head, "the Xet build did not happen"
         client_run(base_on, "bench/xet", client / "warm", xet=True)  # warm the page cache and the servers
         url = f"{base_off}/bench/plain/resolve/main/model.safetensors"
         for _ in range(runs):
-            rec["xet"].append(client_run(base_on, "bench/xet", client / "hf-xet", xet=True))
-            rec["plain"].append(client_run(base_off, "bench/plain", client / "hf-plain", xet=False))
+            rec["xet"].append(served(srv_on, lambda: client_run(base_on, "bench/xet", client / "hf-xet", xet=True)))
+            rec["plain"].append(served(srv_off, lambda: client_run(base_off, "bench/plain", client / "hf-plain",
+                                                                   xet=False)))
             rec["curl"].append(benchlib.curl_once(url, timeout=3600))
             rec["curl_file"].append(benchlib.curl_once(url, timeout=3600, out=str(client / "curl.out")))
             (client / "curl.out").unlink(missing_ok=True)
@@ -160,6 +162,8 @@ def run_size(work: Path, client: Path, size_mib: int, runs: int) -> dict[str, ob
         "xet_client_cores": benchlib.med([r["client_cores"] for r in rec["xet"]]),
         "plain_MBps": benchlib.med([r["MBps"] for r in rec["plain"]]),
         "plain_client_cores": benchlib.med([r["client_cores"] for r in rec["plain"]]),
+        "xet_server_cores": benchlib.med([r["server_cores"] for r in rec["xet"]]),
+        "plain_server_cores": benchlib.med([r["server_cores"] for r in rec["plain"]]),
         "curl_MBps": benchlib.med([r["MBps"] for r in rec["curl"]]),
         "curl_file_MBps": benchlib.med([r["MBps"] for r in rec["curl_file"]]),
         "import_plain_MBps": size / t_plain / 1e6,
@@ -174,15 +178,24 @@ def run_size(work: Path, client: Path, size_mib: int, runs: int) -> dict[str, ob
     return {"summary": summary, "runs": rec, "import_seconds": {"plain": t_plain, "xet": t_xet}}
 
 
+def served(server: benchlib.Server, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``run``'s result plus the cores the server used meanwhile (its whole process tree)."""
+    cpu0 = server.cpu()
+    result = run()
+    result["server_cores"] = (server.cpu() - cpu0) / result["process_s"]
+    return result
+
+
 def print_table(results: dict[str, object]) -> None:
     print(f"\nclients write to {results.get('client_dir')}")
-    print("| file | Xet on MB/s (client cores) | Xet off MB/s (client cores) | curl MB/s: /dev/null, to a file | "
+    print("| file | Xet on MB/s (client, server cores) | Xet off MB/s (client, server cores) | curl MB/s: /dev/null, to a file | "
           "on/off | on/curl (/dev/null, file) | import plain MB/s | import with Xet MB/s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for size in results["sizes_mib"]:  # type: ignore[attr-defined]
         s = results[str(size)]["summary"]  # type: ignore[index]
-        print(f"| {size} MiB | {s['xet_MBps']:.0f} ({s['xet_client_cores']:.2f}) | {s['plain_MBps']:.0f} "
-              f"({s['plain_client_cores']:.2f}) | {s['curl_MBps']:.0f}, {s['curl_file_MBps']:.0f} | "
+        print(f"| {size} MiB | {s['xet_MBps']:.0f} ({s['xet_client_cores']:.2f}, {s['xet_server_cores']:.2f}) | "
+              f"{s['plain_MBps']:.0f} ({s['plain_client_cores']:.2f}, {s['plain_server_cores']:.2f}) | "
+              f"{s['curl_MBps']:.0f}, {s['curl_file_MBps']:.0f} | "
               f"{s['xet_vs_plain']:.2f}x | {s['xet_vs_curl']:.0%}, {s['xet_vs_curl_file']:.0%} | "
               f"{s['import_plain_MBps']:.0f} | {s['import_xet_MBps']:.0f} |")
 
