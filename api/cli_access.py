@@ -8,10 +8,10 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 
 def _when(value: datetime | None, never: str = "never") -> str:
@@ -226,19 +226,25 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
 
     since = _since(args.since) if args.since else {}
     svc = build_services(_settings(args))
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    n = 0
-    try:
-        with Session(svc.engine) as session:
-            for doc in audit.export(session, **since):  # type: ignore[arg-type]
-                out.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
-                n += 1
-    finally:
-        if args.out:
-            out.close()
+    with Session(svc.engine) as session:
+        n = write_jsonl(audit.export(session, **since), args.out)  # type: ignore[arg-type]
     if args.out:
         print(f"{n} audit entries written to {Path(args.out)}")
     return EXIT_OK
+
+
+def write_jsonl(docs: Iterable[dict[str, Any]], path: str | None) -> int:
+    """One JSON object per line (keys sorted) to ``path``, or to stdout; returns how many."""
+    out = open(path, "w", encoding="utf-8") if path else sys.stdout
+    n = 0
+    try:
+        for doc in docs:
+            out.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    finally:
+        if path:
+            out.close()
+    return n
 
 
 def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -356,13 +356,9 @@ def remote_audit_export(args: argparse.Namespace, client: RemoteClient) -> int:
         rows = [e for e in rows if (e.get("seq") or 0) > int(since)]
     elif since:
         rows = [e for e in rows if e["at"] >= since]
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    try:
-        for e in rows:
-            out.write(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n")
-    finally:
-        if args.out:
-            out.close()
+    from api.cli_access import write_jsonl
+
+    write_jsonl(rows, args.out)
     if args.out:
         print(f"{len(rows)} audit entries written to {args.out} (the newest 1000 at most, over the REST API)")
     return EXIT_OK

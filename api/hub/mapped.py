@@ -40,58 +40,40 @@ _MINCORE = _load_mincore()
 
 
 class MappedWindow:
-    """Bytes ``[start, stop)`` of an open file, mapped read-only for the caller: ``view``.
-
-    A response sends a window in pieces (``piece``) and ``release``s each once sent, so the pages it
-    keeps mapped (they count in the process's RSS) are one piece, not the window.
-    """
+    """Bytes ``[start, stop)`` of an open file, mapped read-only for the caller: ``view``."""
 
     def __init__(self, fd: int, start: int, stop: int) -> None:
-        self._base = start - start % _GRAIN
-        self.start, self.stop = start, stop
+        base = start - start % _GRAIN
         # A private mapping with PROT_WRITE only so that ctypes can take its address for mincore;
         # nothing writes to it, the view handed out is read-only, and a private page could never
         # reach the file anyway (so dropping its pages, in ``release``, never loses a byte).
-        self._mm = mmap.mmap(fd, stop - self._base, flags=mmap.MAP_PRIVATE,
-                             prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=self._base)
-        self.view = memoryview(self._mm)[start - self._base :].toreadonly()
+        self._mm = mmap.mmap(fd, stop - base, flags=mmap.MAP_PRIVATE,
+                             prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        self.view = memoryview(self._mm)[start - base :].toreadonly()
 
-    def piece(self, start: int, stop: int) -> memoryview:
-        """File bytes ``[start, stop)`` (inside the window), read-only."""
-        return self.view[start - self.start : stop - self.start]
-
-    def resident(self, start: int | None = None, stop: int | None = None) -> bool:
-        """Whether every page (of file bytes ``[start, stop)``; default the window) is in memory now
-        (False when the kernel cannot say)."""
+    def resident(self) -> bool:
+        """Whether every page is in memory now (False when the kernel cannot say)."""
         if _MINCORE is None:
             return False
-        lo = (self.start if start is None else start) - self._base
-        hi = (self.stop if stop is None else stop) - self._base
-        lo -= lo % _PAGE
-        vec = ctypes.create_string_buffer(-(-(hi - lo) // _PAGE))
-        anchor = ctypes.c_char.from_buffer(self._mm, lo)  # an export of the map, released below
+        size = len(self._mm)
+        vec = ctypes.create_string_buffer(-(-size // _PAGE))
+        anchor = ctypes.c_char.from_buffer(self._mm)  # an export of the map, released below
         try:
-            if _MINCORE(ctypes.addressof(anchor), hi - lo, vec) != 0:
+            if _MINCORE(ctypes.addressof(anchor), size, vec) != 0:
                 return False
         finally:
             del anchor
         return b"\x00" not in vec.raw.translate(_LOW_BIT)
 
-    def fault_in(self, start: int | None = None, stop: int | None = None) -> None:
-        """Blocking: touch one byte per page (of file bytes ``[start, stop)``; default the window)."""
-        lo = (self.start if start is None else start) - self.start
-        hi = (self.stop if stop is None else stop) - self.start
-        bytes(self.view[lo:hi:_PAGE])
+    def fault_in(self) -> None:
+        """Blocking: touch one byte per page, so every page is read and mapped."""
+        bytes(self.view[::_PAGE])
 
-    def release(self, start: int, stop: int) -> None:
-        """Unmap the whole pages of file bytes ``[start, stop)`` from this process (they stay in the page
-        cache; read again, they map again, so a server still writing from them sends the same bytes)."""
-        lo = start - self._base
-        lo += -lo % _PAGE
-        hi = stop - self._base
-        hi -= hi % _PAGE
-        if hi > lo and not self._mm.closed:
-            self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    def release(self) -> None:
+        """Unmap its pages from this process once sent. They stay in the page cache: if the server still
+        holds part of the view to write, those pages map again and it sends the same bytes."""
+        if not self._mm.closed:
+            self._mm.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         self.view.release()

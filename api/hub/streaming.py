@@ -152,9 +152,8 @@ class BlobResponse:
         the server lets go of it. (The server may hold a sent piece until the client takes it: with 8 MiB
         mappings sent in pieces, 64 slow clients kept a replica 143 MiB above idle, +18 MiB this way.)"""
         end, pos = offset + self._length, offset
-        span = self._chunk
         while pos < end:
-            stop = min(pos + span, end)
+            stop = min(pos + self._chunk, end)
             try:
                 window = MappedWindow(fd, pos, stop)
             except OSError as exc:
@@ -167,22 +166,14 @@ class BlobResponse:
                 await self._stream(send)
                 return
             try:
-                await self._send_window(send, fd, window, end)
+                if not window.resident():
+                    await anyio.to_thread.run_sync(window.fault_in)  # the disk is waited on here, not on the loop
+                    if stop < end:  # a cold file: let the kernel read what follows meanwhile
+                        os.posix_fadvise(fd, stop, min(CHUNK_SIZE, end - stop), os.POSIX_FADV_WILLNEED)
+                await send({"type": "http.response.body", "body": window.view, "more_body": stop < end})
+                window.release()
             finally:
                 window.close()
-            pos = stop
-
-    async def _send_window(self, send: Send, fd: int, window: MappedWindow, end: int) -> None:
-        resident = window.resident()  # all in memory: no piece waits on the disk, none is checked again
-        pos = window.start
-        while pos < window.stop:
-            stop = min(pos + self._chunk, window.stop)
-            if not resident and not window.resident(pos, stop):
-                await anyio.to_thread.run_sync(window.fault_in, pos, stop)  # the disk is waited on here, not on the loop
-                if stop < end:  # a cold file: let the kernel read what follows meanwhile
-                    os.posix_fadvise(fd, stop, min(CHUNK_SIZE, end - stop), os.POSIX_FADV_WILLNEED)
-            await send({"type": "http.response.body", "body": window.piece(pos, stop), "more_body": stop < end})
-            window.release(pos, stop)
             pos = stop
             # ``send`` returns without suspending while the client's socket takes bytes: without this, one fast
             # client would keep the event loop to itself (measured: 0.5 s to first byte for an 8th client).

@@ -112,14 +112,7 @@ class _LocalWriter:
     def commit(self) -> None:
         assert self._f is not None, "writer is closed"
         f, self._f = self._f, None
-        try:
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            f.close()
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, self._final)
-        _fsync_dir(self._final.parent)
+        _durable_rename(f, self._tmp, self._final)
 
     def cancel(self) -> None:
         if self._f is not None:
@@ -139,6 +132,19 @@ def _fsync_dir(path: Path) -> None:
 @functools.cache
 def _flush_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+
+
+def _durable_rename(f: BinaryIO, tmp: Path, final: Path) -> None:
+    """Close ``f`` (the temp file ``tmp``) with its bytes on disk, then rename it to ``final`` durably: a key
+    never names a partial file, even after a crash."""
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+        f.close()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 class LocalBatch:
@@ -362,14 +368,7 @@ class LocalPartial:
     def commit(self) -> None:
         f = self._f if self._f is not None else open(self.path, "ab")
         self._f = None
-        try:
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            f.close()
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.path, self._final)
-        _fsync_dir(self._final.parent)
+        _durable_rename(f, self.path, self._final)
 
     def close(self) -> None:
         if self._f is not None:

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import pytest
 
 from fakes.fake_hub import FakeHub
 from helpers.content import safetensors_bytes
+from helpers.waiting import wait_for  # noqa: F401  (the sync tests import it from here)
 from fakes.server import ServerThread
 
 
@@ -90,9 +90,6 @@ REMOTE_CODE = b"from transformers import GPT2LMHeadModel\n\n\nclass XForCausalLM
 
 def small_files(seed: int = 0, n: int = 3) -> dict[str, bytes]:
     """A few small synthetic files: regular text in a folder and a small LFS file."""
-    import random
-
-    rng = random.Random(seed)
     files = {f"data/part-{i}.txt": f"part {i} seed {seed}\n".encode() * (50 + i) for i in range(n)}
     files["data/extra.safetensors"] = safetensors_bytes(2048, seed)
     return files
@@ -287,17 +284,6 @@ def make_hubgate(tmp_path: Path, fake_hub: FakeHub) -> Iterator[Callable[..., Hu
 @pytest.fixture
 def hubgate(make_hubgate: Callable[..., Hubgate]) -> Hubgate:
     return make_hubgate()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def finding(request_doc: dict[str, Any], rule: str) -> dict[str, Any] | None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.waiting import wait_for as until  # noqa: F401  (the browser tests import it from here)
 
 INSTALL = "apt-get install -y chromium chromium-driver (.ci/run installs them)"
 DIALOG_HOOK = """
@@ -100,14 +99,3 @@ class Shots:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         self.taken.append(path)
         return path
-
-
-def until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

@@ -159,11 +159,11 @@ def test_cold_windows_are_faulted_in_off_the_event_loop(blob: tuple[LocalDriver,
     faulted_in: list[int] = []
     real_fault_in = MappedWindow.fault_in
 
-    def fault_in(self: MappedWindow, *piece: int) -> None:
+    def fault_in(self: MappedWindow) -> None:
         faulted_in.append(threading.get_ident())
-        real_fault_in(self, *piece)
+        real_fault_in(self)
 
-    monkeypatch.setattr(MappedWindow, "resident", lambda self, *piece: False)  # as if the file were on a cold disk
+    monkeypatch.setattr(MappedWindow, "resident", lambda self: False)  # as if the file were on a cold disk
     monkeypatch.setattr(MappedWindow, "fault_in", fault_in)
     client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
     assert b"".join(client.bodies) == data
@@ -189,10 +189,10 @@ def test_a_file_system_that_cannot_map_gets_plain_reads(blob: tuple[LocalDriver,
 def test_windows_already_in_memory_go_out_without_a_thread_hop(blob: tuple[LocalDriver, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     driver, data = blob
 
-    def no_fault_in(self: MappedWindow, *piece: int) -> None:
+    def no_fault_in(self: MappedWindow) -> None:
         raise AssertionError("a resident window was sent through the threadpool")
 
-    monkeypatch.setattr(MappedWindow, "resident", lambda self, *piece: True)
+    monkeypatch.setattr(MappedWindow, "resident", lambda self: True)
     monkeypatch.setattr(MappedWindow, "fault_in", no_fault_in)
     client = _serve(BlobResponse(driver.open("blobs/x"), length=len(data), status=200, headers=[], chunk_size=2 * PAGE))
     assert b"".join(client.bodies) == data
@@ -238,27 +238,28 @@ def test_a_blob_goes_out_in_pieces_of_the_budget_share_each_released_once_sent(
     driver, data = blob
     monkeypatch.setattr(streaming, "MIN_CHUNK_SIZE", PAGE)
     monkeypatch.setattr(streaming, "_streams", streaming._Streams(budget=2 * PAGE))  # one response: 2-page pieces
-    released: list[tuple[int, int]] = []
+    released: list[bytes] = []
     real_release = MappedWindow.release
 
-    def release(self: MappedWindow, start: int, stop: int) -> None:
-        released.append((start, stop))
-        real_release(self, start, stop)
+    def release(self: MappedWindow) -> None:
+        released.append(self.view.tobytes())  # what it mapped, let go once sent
+        real_release(self)
 
     monkeypatch.setattr(MappedWindow, "release", release)
     client = _serve(BlobResponse(driver.open("blobs/x", 7), length=len(data) - 7, status=206, headers=[]))
     assert b"".join(client.bodies) == data[7:]
     assert [len(b) for b in client.bodies] == [2 * PAGE, 2 * PAGE, len(data) - 7 - 4 * PAGE]  # 3 pieces
-    assert released == [(7, 7 + 2 * PAGE), (7 + 2 * PAGE, 7 + 4 * PAGE), (7 + 4 * PAGE, len(data))]
+    assert released == [data[7 : 7 + 2 * PAGE], data[7 + 2 * PAGE : 7 + 4 * PAGE], data[7 + 4 * PAGE :]]
 
 
 def test_a_released_piece_still_reads_the_same_bytes(blob: tuple[LocalDriver, bytes], tmp_path: Path) -> None:
     _, data = blob
     with open(tmp_path / "blobs/x", "rb") as f:
         window = MappedWindow(f.fileno(), 5, 5 * PAGE)
-        held = window.piece(5, 4 * PAGE)  # what a server still writing from it holds
+        held = window.view[: 4 * PAGE - 5]  # what a server still writing from it holds
         window.fault_in()
-        window.release(5, 4 * PAGE)
+        window.release()
         assert held.tobytes() == data[5 : 4 * PAGE]
-        assert window.resident(PAGE, 4 * PAGE)  # mapped again by that read
+        window.fault_in()
+        assert window.resident()  # mapped again by a read
         window.close()
