@@ -500,10 +500,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     result = export_bundle(
         svc.engine, svc.store, svc.signer, Path(args.out), repos=repos,
         since=Path(args.since) if args.since else None, form=args.form, volume_size=args.volume_size,
-        instance=settings.instance_name, **_progress(args, "export"),
+        instance=settings.instance_name, xet=not args.no_xet, **_progress(args, "export"),
     )
     print(f"exported {len(result.snapshots)} snapshots and {result.blobs} blobs ({result.blob_bytes} bytes) "
           f"as {result.form}; index sha256 {result.index_sha256}, signed by {result.key_id[:16]}")
+    if result.xet_files:
+        print(f"  {result.xet_files} files in Xet form, with {result.xorbs} new xorbs ({result.xorb_bytes} bytes)")
     for p in result.paths:
         print(f"  {p}")
     return EXIT_OK
@@ -519,6 +521,9 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--form", default="dir", choices=["dir", "tar"])
     p.add_argument("--volume-size", type=parse_size,
                    help="split the tar into volumes of this size (removable media): bytes, or 4G, 500M, 2GiB")
+    p.add_argument("--no-xet", action="store_true",
+                   help="carry every file as plain bytes (a version 1 bundle, for a sealed side whose hubgate "
+                        "cannot read Xet bundles); by default a file with a Xet form travels as its record and new xorbs")
     p.set_defaults(func=_cmd_export)
 
 
@@ -539,6 +544,9 @@ def _cmd_import_bundle(args: argparse.Namespace) -> int:
     print(f"bundle from {result.source_instance} (key {result.key_id[:16]}): {len(result.published)} snapshots "
           f"published, {len(result.unchanged)} unchanged, refs moved: {result.refs_moved or 'none'}; "
           f"{result.blobs_copied} blobs copied ({result.bytes_copied} bytes), {result.blobs_skipped} already here")
+    if result.blobs_rebuilt or result.xorbs_copied or result.xorbs_skipped:
+        print(f"{result.blobs_rebuilt} files rebuilt from xorbs; {result.xorbs_copied} xorbs copied "
+              f"({result.xorb_bytes_copied} bytes), {result.xorbs_skipped} already here")
     cli_remote.print_import_outcome(result)
     for name, why in result.blocked.items():
         print(f"blocked  {name}: {why}", file=sys.stderr)

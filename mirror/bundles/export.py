@@ -8,6 +8,11 @@ rather than the import on the other side). Memory does not grow with blob size.
 Incremental: the index carries a watermark, every snapshot this export and the ones it
 continues carried. An export ``since`` a watermark leaves out those snapshots and every blob
 they hold (the other side has them, if it imported the earlier bundles).
+
+Xet (``xet=True``, the default): a new blob whose Xet form is stored travels as its record and the
+xorbs no earlier bundle carried, instead of its bytes (mirror/bundles/xet.py); the index then lists
+every xorb carried so far (format version 2). ``xet=False`` writes a version 1 bundle of plain blobs,
+for a sealed side whose hubgate predates version 2.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from mirror.bundles.writers import DirWriter, TarWriter
 from mirror.bundles.format import (
     APPROVAL, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MANIFEST, MIN_VOLUME_SIZE, SIDECAR_SUFFIX, SIG_SUFFIX,
     SIGNATURE, VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, RefEntry,
-    SnapshotKey, VolumeList, blob_member, canonical_json, own_key, sha256_hex, sign_detached, snapshot_member,
+    SnapshotKey, VolumeList, XET_VERSION, blob_member, canonical_json, own_key, sha256_hex, sign_detached,
+    snapshot_member, xet_file_member, xorb_member,
 )
+from mirror.bundles.xet import XetCarry, plan_carry
 from mirror.errors import ObjectNotFoundError
 from mirror.progress import NO_PROGRESS, CountingReader, Progress
 from mirror.signing import Signer
@@ -57,10 +64,11 @@ class Watermark:
 
     snapshots: frozenset[SnapshotKey] = frozenset()
     index_sha256: str | None = None  # the index this watermark comes from
+    xorbs: frozenset[str] = frozenset()  # every xorb earlier exports carried
 
     @classmethod
     def of(cls, index: Index, index_bytes: bytes) -> "Watermark":
-        return cls(frozenset(index.watermark), sha256_hex(index_bytes))
+        return cls(frozenset(index.watermark), sha256_hex(index_bytes), frozenset(index.xorbs))
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,9 @@ class ExportResult:
     blobs: int
     blob_bytes: int
     size: int  # bytes written in all
+    xet_files: int  # blobs carried as a Xet record instead of their bytes
+    xorbs: int  # xorbs carried (new since the watermark)
+    xorb_bytes: int
     watermark: Watermark  # pass it (or the bundle's path) as ``since`` to the next export
 
 
@@ -82,6 +93,7 @@ class _Plan:
     small: list[tuple[str, bytes]] = field(default_factory=list)  # (member path, bytes), in order
     blobs: dict[str, int] = field(default_factory=dict)  # sha256 -> size, insertion order = stream order
     refs: list[RefEntry] = field(default_factory=list)
+    xet: XetCarry = field(default_factory=XetCarry)
 
 
 def read_watermark(path: Path, trusted: PublicKeys) -> Watermark:
@@ -101,6 +113,7 @@ def export_bundle(
     form: Literal["dir", "tar"] = "dir",
     volume_size: int | None = None,
     instance: str = "hubgate",
+    xet: bool = True,
     progress: Progress = NO_PROGRESS,
 ) -> ExportResult:
     """Write the published snapshots of ``repos`` (all repos when None) that ``since`` did not carry to ``out``.
@@ -123,14 +136,22 @@ def export_bundle(
     else:
         previous = since or Watermark()
     plan = _plan(engine, store, signer, repos, previous)
+    if xet:
+        plan.xet = plan_carry(store, plan.blobs, previous.xorbs)
+        plan.blobs = {sha: size for sha, size in plan.blobs.items() if sha not in plan.xet.records}
     created = datetime.now(timezone.utc)
     members = [MemberEntry(path=p, size=len(d), sha256=sha256_hex(d)) for p, d in plan.small]
+    members += [MemberEntry(path=xet_file_member(sha), size=len(d), sha256=sha256_hex(d))
+                for sha, d in plan.xet.records.items()]
+    members += [MemberEntry(path=xorb_member(x), size=size, sha256=digest) for x, (size, digest) in plan.xet.xorbs.items()]
     members += [MemberEntry(path=blob_member(sha), size=size, sha256=sha) for sha, size in plan.blobs.items()]
     watermark = previous.snapshots | set(plan.snapshots)
+    xorbs = previous.xorbs | set(plan.xet.xorbs) if xet else frozenset()  # without Xet: a version 1 bundle
     index = Index(
         instance=instance, key_id=signer.key_id, created_at=created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         since=previous.index_sha256, snapshots=tuple(plan.snapshots), refs=tuple(plan.refs),
         watermark=tuple(sorted(watermark, key=_sort_key)), members=tuple(members),
+        **({"version": XET_VERSION, "xorbs": tuple(sorted(xorbs))} if xorbs else {}),
     )
     index_bytes = index.to_bytes()
     index_sig = sign_detached(signer, INDEX_PAYLOAD_TYPE, index_bytes)
@@ -138,10 +159,19 @@ def export_bundle(
         DirWriter(out) if form == "dir" else TarWriter(out, volume_size, mtime=int(created.timestamp()))
     )
     try:
-        for path, data in [(INDEX_NAME, index_bytes), (INDEX_SIG_NAME, index_sig), *plan.small]:
+        records = [(xet_file_member(sha), d) for sha, d in plan.xet.records.items()]
+        for path, data in [(INDEX_NAME, index_bytes), (INDEX_SIG_NAME, index_sig), *plan.small, *records]:
             writer.add(path, len(data), io.BytesIO(data))
-        progress.begin("writing blobs", total_bytes=sum(plan.blobs.values()), total_files=len(plan.blobs))
+        progress.begin("writing blobs", total_bytes=sum(plan.blobs.values()) + sum(s for s, _ in plan.xet.xorbs.values()),
+                       total_files=len(plan.blobs) + len(plan.xet.xorbs))
         with ThreadPoolExecutor(1, thread_name_prefix="export-hash") as pool:
+            for x, (size, digest) in plan.xet.xorbs.items():
+                with store.driver.open(layout.xorb_key(x)) as f:
+                    reader = _VerifyingReader(CountingReader(f, progress), digest, size, pool,  # type: ignore[arg-type]
+                                              what=f"xorb {x}", fix="run `hubgate xet verify`")
+                    writer.add(xorb_member(x), size, reader)
+                    reader.check()
+                progress.advance(files=1)
             for sha, size in plan.blobs.items():
                 with store.open(sha) as f:
                     reader = _VerifyingReader(CountingReader(f, progress), sha, size, pool)  # type: ignore[arg-type]
@@ -154,11 +184,15 @@ def export_bundle(
         raise
     finally:
         progress.end()
-    log.info("exported %d snapshots, %d blobs (%d bytes) to %s", len(plan.snapshots), len(plan.blobs), size, out)
+    log.info("exported %d snapshots, %d blobs (%d bytes), %d files as Xet with %d new xorbs (%d bytes) to %s",
+             len(plan.snapshots), len(plan.blobs), sum(plan.blobs.values()), len(plan.xet.records),
+             len(plan.xet.xorbs), sum(s for s, _ in plan.xet.xorbs.values()), out)
     return ExportResult(
         form=kind, paths=paths, index_sha256=sha256_hex(index_bytes), key_id=signer.key_id,
         snapshots=list(plan.snapshots), blobs=len(plan.blobs), blob_bytes=sum(plan.blobs.values()), size=size,
-        watermark=Watermark(frozenset(watermark), sha256_hex(index_bytes)),
+        xet_files=len(plan.xet.records), xorbs=len(plan.xet.xorbs),
+        xorb_bytes=sum(s for s, _ in plan.xet.xorbs.values()),
+        watermark=Watermark(frozenset(watermark), sha256_hex(index_bytes), frozenset(xorbs)),
     )
 
 
@@ -189,8 +223,10 @@ class _VerifyingReader:
     Each chunk is hashed on ``pool``'s thread while the caller writes it out (hashlib releases the GIL).
     """
 
-    def __init__(self, f: BinaryIO, sha256: str, size: int, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, f: BinaryIO, sha256: str, size: int, pool: ThreadPoolExecutor, *, what: str = "",
+                 fix: str = "run a scrub") -> None:
         self._f, self._sha256, self._size, self._pool = f, sha256, size, pool
+        self._what, self._fix = what or f"blob {sha256}", fix
         self._hash, self._got = hashlib.sha256(), 0
         self._pending: Future[None] | None = None
 
@@ -206,7 +242,7 @@ class _VerifyingReader:
         if self._pending is not None:
             self._pending.result()
         if self._got != self._size or self._hash.hexdigest() != self._sha256:
-            raise BundleError(f"Stored blob {self._sha256} is damaged (size or sha256 differs); run a scrub")
+            raise BundleError(f"Stored {self._what} is damaged or changed (size or sha256 differs); {self._fix}")
 
 
 def _sort_key(k: SnapshotKey) -> tuple[str, str, str]:

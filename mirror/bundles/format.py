@@ -9,7 +9,15 @@ and nothing else is)::
     snapshots/<manifest sha256>/manifest.json   the manifest, canonical bytes as stored
     snapshots/<manifest sha256>/signature.sig   its OMS signature bundle (mirror/signing.py)
     snapshots/<manifest sha256>/approval.json   who approved it, when, the findings, its provenance
+    xet/<aa>/<sha256>.json                a file's Xet reconstruction record, in place of its bytes (version 2)
+    xorbs/<aa>/<xorb hash>                the Xet xorbs those records use, unless an earlier bundle carried them
     blobs/<aa>/<sha256>                   file bytes (only those no earlier bundle carried)
+
+Version 2 adds the Xet members: a large file whose Xet form is stored travels as its record plus the
+xorbs the sealed side does not have (a fine-tune carries only its new chunks), and the sealed side
+rebuilds its bytes from them (mirror/bundles/xet.py). Its index lists ``xorbs``, every xorb this bundle
+and the ones it continues carried, the way ``watermark`` lists snapshots. A bundle without Xet members
+and without that list is written as version 1, byte for byte as before.
 
 Member names are built from lowercase hex digests only, so they are the same on every file
 system (case-insensitive FAT/exFAT media included) and never need sanitising: an importer
@@ -45,7 +53,9 @@ from registry.refs import RefName, parse_ref
 from registry.types import CommitStr, RepoIdStr, RepoRef, RepoType, Sha256Str, validate_commit, validate_repo_id, validate_sha256
 
 FORMAT = "hubgate.bundle"
-VERSION = 1
+VERSION = 1  # a bundle without Xet members
+XET_VERSION = 2  # a bundle whose index lists xorbs
+VERSIONS = (VERSION, XET_VERSION)
 VOLUMES_FORMAT = "hubgate.bundle.volumes"
 
 INDEX_NAME = "index.json"
@@ -57,11 +67,14 @@ INDEX_PAYLOAD_TYPE = "application/vnd.hubgate.bundle.index.v1+json"
 VOLUMES_PAYLOAD_TYPE = "application/vnd.hubgate.bundle.volumes.v1+json"
 
 MANIFEST, SIGNATURE, APPROVAL, BLOB = "manifest", "signature", "approval", "blob"
+XET_FILE, XORB = "xet-file", "xorb"
 _SNAPSHOT_FILES = {MANIFEST: "manifest.json", SIGNATURE: "signature.sig", APPROVAL: "approval.json"}
 _MEMBER_RE = re.compile(
-    r"^(?:blobs/(?P<prefix>[0-9a-f]{2})/(?P<blob>[0-9a-f]{64})"
+    r"^(?:(?P<dir>blobs|xet|xorbs)/(?P<prefix>[0-9a-f]{2})/(?P<hash>[0-9a-f]{64})(?P<ext>\.json)?"
     r"|snapshots/(?P<snap>[0-9a-f]{64})/(?P<file>manifest\.json|signature\.sig|approval\.json))$"
 )
+_DIR_KINDS = {"blobs": (BLOB, ""), "xet": (XET_FILE, ".json"), "xorbs": (XORB, "")}
+_ORDER = {MANIFEST: 0, SIGNATURE: 0, APPROVAL: 0, XET_FILE: 1, XORB: 2, BLOB: 3}  # members come in this order
 
 CHUNK_SIZE = 8 * 1024 * 1024
 MIN_VOLUME_SIZE = 4096
@@ -69,7 +82,10 @@ MIN_VOLUME_SIZE = 4096
 MAX_INDEX_SIZE = 256 * 1024 * 1024
 MAX_SIG_SIZE = 64 * 1024
 MAX_MEMBERS = 2_000_000
-MAX_SMALL_SIZE = {MANIFEST: 64 * 1024 * 1024, SIGNATURE: 4 * 1024 * 1024, APPROVAL: 16 * 1024 * 1024}
+MAX_SMALL_SIZE = {MANIFEST: 64 * 1024 * 1024, SIGNATURE: 4 * 1024 * 1024, APPROVAL: 16 * 1024 * 1024,
+                  XET_FILE: 64 * 1024 * 1024}
+MAX_XORB_SIZE = 65 * 1024 * 1024  # mirror/xet/formats.py MAX_XORB_BYTES: 64 MiB of chunks, headers and footer
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 PublicKeys = Mapping[str, ec.EllipticCurvePublicKey]
 
@@ -89,13 +105,24 @@ def snapshot_member(manifest_sha256: str, kind: str) -> str:
     return f"snapshots/{manifest_sha256}/{_SNAPSHOT_FILES[kind]}"
 
 
+def xet_file_member(sha256: str) -> str:
+    return f"xet/{sha256[:2]}/{sha256}.json"
+
+
+def xorb_member(xorb_hash: str) -> str:
+    return f"xorbs/{xorb_hash[:2]}/{xorb_hash}"
+
+
 def member_kind(path: str) -> tuple[str, str] | None:
-    """(kind, digest) of a bundle member name: the blob's sha256 or the manifest's; None if not a member name."""
+    """(kind, digest) of a bundle member name: the blob's sha256 (blob, Xet record), the xorb's hash or the
+    manifest's; None if not a member name."""
     m = _MEMBER_RE.match(path)
     if m is None:
         return None
-    if m.group("blob"):
-        return (BLOB, m.group("blob")) if m.group("blob")[:2] == m.group("prefix") else None
+    if m.group("hash"):
+        kind, ext = _DIR_KINDS[m.group("dir")]
+        ok = m.group("hash")[:2] == m.group("prefix") and (m.group("ext") or "") == ext
+        return (kind, m.group("hash")) if ok else None
     kind = next(k for k, name in _SNAPSHOT_FILES.items() if name == m.group("file"))
     return kind, m.group("snap")
 
@@ -182,7 +209,8 @@ class Index(_Frozen):
     snapshots: tuple[SnapshotKey, ...]
     refs: tuple[RefEntry, ...] = ()
     watermark: tuple[SnapshotKey, ...]  # every snapshot this bundle and the ones before it carried
-    members: tuple[MemberEntry, ...]  # in stream order: snapshot members, then blobs
+    members: tuple[MemberEntry, ...]  # in stream order: snapshot members, Xet records, xorbs, then blobs
+    xorbs: tuple[str, ...] = ()  # version 2: every xorb this bundle and the ones before it carried, sorted
 
     @field_validator("key_id")
     @classmethod
@@ -199,8 +227,14 @@ class Index(_Frozen):
     def _consistent(self) -> "Index":
         if len(self.members) > MAX_MEMBERS:
             raise ValueError(f"more than {MAX_MEMBERS} members")
+        if (self.version == XET_VERSION) != bool(self.xorbs):
+            raise ValueError(f"a version {self.version} index {'must' if self.version == XET_VERSION else 'cannot'} "
+                             "list xorbs")
+        if list(self.xorbs) != sorted(set(self.xorbs)) or not all(_HEX64.match(x) for x in self.xorbs):
+            raise ValueError("the xorb list must be sorted, without duplicates, of 64-hex hashes")
+        xorbs = set(self.xorbs)
         seen: set[str] = set()
-        blobs_started = False
+        phase = 0
         for m in self.members:
             kind = member_kind(m.path)
             if kind is None:
@@ -208,15 +242,17 @@ class Index(_Frozen):
             if m.path in seen:
                 raise ValueError(f"duplicate member {m.path!r}")
             seen.add(m.path)
-            if kind[0] == BLOB:
-                blobs_started = True
-                if kind[1] != m.sha256:
-                    raise ValueError(f"blob member {m.path!r} has sha256 {m.sha256}")
-            else:
-                if blobs_started:
-                    raise ValueError(f"snapshot member {m.path!r} after the blobs")
-                if m.size > MAX_SMALL_SIZE[kind[0]]:
-                    raise ValueError(f"member {m.path!r} is larger than {MAX_SMALL_SIZE[kind[0]]} bytes")
+            if _ORDER[kind[0]] < phase:
+                raise ValueError(f"member {m.path!r} is out of order (snapshots, Xet records, xorbs, then blobs)")
+            phase = _ORDER[kind[0]]
+            if kind[0] == XET_FILE and self.version != XET_VERSION:
+                raise ValueError(f"Xet member {m.path!r} in a version {self.version} index")
+            if kind[0] == BLOB and kind[1] != m.sha256:
+                raise ValueError(f"blob member {m.path!r} has sha256 {m.sha256}")
+            if kind[0] == XORB and (kind[1] not in xorbs or m.size > MAX_XORB_SIZE):
+                raise ValueError(f"xorb member {m.path!r} is not in the index's xorb list or over {MAX_XORB_SIZE} bytes")
+            if kind[0] in MAX_SMALL_SIZE and m.size > MAX_SMALL_SIZE[kind[0]]:
+                raise ValueError(f"member {m.path!r} is larger than {MAX_SMALL_SIZE[kind[0]]} bytes")
         keys = [s.commit_key for s in self.snapshots]
         if len(set(keys)) != len(keys):
             raise ValueError("a snapshot is listed twice")
@@ -228,7 +264,7 @@ class Index(_Frozen):
             manifest = by_path.get(snapshot_member(s.manifest_sha256, MANIFEST))
             if manifest is None or manifest.sha256 != s.manifest_sha256:
                 raise ValueError(f"the manifest of {s} is missing or has another sha256")
-        listed = {p for p in by_path if member_kind(p)[0] != BLOB}  # type: ignore[index]
+        listed = {p for p in by_path if member_kind(p)[0] in _SNAPSHOT_FILES}  # type: ignore[index]
         if listed != expected:
             raise ValueError(f"snapshot members without a snapshot: {sorted(listed - expected)[:3]}")
         if not set(self.snapshots) <= set(self.watermark):
@@ -239,8 +275,14 @@ class Index(_Frozen):
     def blob_members(self) -> list[MemberEntry]:
         return [m for m in self.members if m.path.startswith("blobs/")]
 
+    def members_of(self, kind: str) -> list[MemberEntry]:
+        return [m for m in self.members if member_kind(m.path)[0] == kind]  # type: ignore[index]
+
     def to_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        doc = self.model_dump(mode="json")
+        if not doc["xorbs"]:  # version 1: the bytes earlier hubgates write and read
+            del doc["xorbs"]
+        return canonical_json(doc)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Index":
@@ -248,8 +290,9 @@ class Index(_Frozen):
         doc = _load_json(data, "index.json")
         if doc.get("format") != FORMAT:
             raise BundleError(f"index.json is not a hubgate bundle index (format {doc.get('format')!r})")
-        if doc.get("version") != VERSION:
-            raise BundleError(f"Bundle format version {doc.get('version')!r} is not supported (this hubgate reads {VERSION})")
+        if doc.get("version") not in VERSIONS:
+            raise BundleError(f"Bundle format version {doc.get('version')!r} is not supported "
+                              f"(this hubgate reads {' and '.join(map(str, VERSIONS))})")
         try:
             return cls.model_validate(doc)
         except (ValidationError, InvalidInputError) as exc:

@@ -7,8 +7,11 @@ Order of checks, each refusing with a BundleError and nothing published:
 3. snapshots that would contradict what is already published here;
 4. every small member's size and sha256 against the index; each manifest parses, is the
    canonical one the index names, and carries an OMS signature by a trusted key;
-5. every blob either in the bundle or already in the store; every blob copied in is checked
-   by the blob store (size, sha256, git blob id) before it becomes visible.
+5. every blob either in the bundle (its bytes, or its Xet record) or already in the store; every
+   xorb a Xet record uses either in the bundle or already stored; every blob copied in is checked
+   by the blob store (size, sha256, git blob id) before it becomes visible;
+6. every xorb copied in is verified chunk by chunk, and a blob carried in Xet form is rebuilt from
+   the xorbs through the same verifying writer (mirror/bundles/xet.py).
 
 Only then is each snapshot published (``publish_manifest``: manifest, original signature,
 provenance and refs in one transaction). Blobs already stored are not copied again, so a
@@ -32,8 +35,9 @@ from mirror import signing
 from mirror.bundles import ordering
 from mirror.bundles.readers import BundleSource, Member, open_bundle, read_small, read_verified
 from mirror.bundles.format import (
-    APPROVAL, BLOB, MANIFEST, BundleError, Index, PublicKeys, RefEntry, SnapshotKey, member_kind,
+    APPROVAL, BLOB, MANIFEST, XET_FILE, XORB, BundleError, Index, PublicKeys, RefEntry, SnapshotKey, member_kind,
 )
+from mirror.bundles.xet import XetImport
 from mirror.errors import DigestMismatchError, ObjectNotFoundError
 from mirror.progress import NO_PROGRESS, Progress
 from mirror.publishing import publish_manifest
@@ -70,6 +74,10 @@ class ImportResult:
     refs_kept: list[str] = field(default_factory=list)  # "repo:ref -> commit": here newer than this bundle
     requests_fulfilled: list[str] = field(default_factory=list)  # offline requests whose revision arrived
     resumed: dict[str, int] = field(default_factory=dict)  # blob sha256 -> byte an interrupted copy went on from
+    xorbs_copied: int = 0
+    xorbs_skipped: int = 0  # already in the store
+    xorb_bytes_copied: int = 0
+    blobs_rebuilt: int = 0  # carried as a Xet record, rebuilt here from xorbs
 
 
 @dataclass
@@ -99,19 +107,33 @@ def import_bundle(
         index = source.index
         result = ImportResult(source.index_sha256, index.instance, source.signed_by, source.form)
         incoming = {k.manifest_sha256: _Incoming(k, existing) for k, existing in _check_conflicts(engine, store, index)}
-        blobs: dict[str, tuple[int, str]] | None = None
+        xet_in = XetImport(store, index)
+        files: dict[str, tuple[int, str]] | None = None
         for member in source.members():
             kind, digest = member_kind(member.entry.path)  # type: ignore[misc]
-            if kind != BLOB:
+            if kind == XET_FILE:
+                xet_in.take_record(digest, read_small(member))
+                continue
+            if kind not in (BLOB, XORB):
                 _take_small(incoming[digest], kind, read_small(member))
                 continue
-            if blobs is None:
-                blobs = _check_snapshots(store, source, incoming, trusted)
-                progress.begin("copying blobs", total_bytes=sum(m.size for m in index.blob_members),
-                               total_files=len(index.blob_members))
-            _take_blob(store, member, blobs[digest], result, progress)
-        if blobs is None:
-            _check_snapshots(store, source, incoming, trusted)
+            if files is None:
+                files = _check_snapshots(store, source, incoming, trusted, xet_in)
+                copied = index.blob_members + index.members_of(XORB)
+                progress.begin("copying blobs", total_bytes=sum(m.size for m in copied), total_files=len(copied))
+            if kind == XORB:
+                xet_in.take_xorb(member, digest)
+                progress.advance(member.entry.size, files=1)
+            else:
+                _take_blob(store, member, files[digest], result, progress)
+        if files is None:
+            files = _check_snapshots(store, source, incoming, trusted, xet_in)
+    if xet_in.records:
+        progress.begin("rebuilding files from xorbs", total_bytes=sum(r.size for r in xet_in.records.values()),
+                       total_files=len(xet_in.records))
+        xet_in.rebuild(files, progress)
+    result.xorbs_copied, result.xorbs_skipped = xet_in.xorbs_copied, xet_in.xorbs_skipped
+    result.xorb_bytes_copied, result.blobs_rebuilt = xet_in.xorb_bytes_copied, xet_in.blobs_rebuilt
     progress.begin("scanning and publishing", total_files=len(index.snapshots))
     _publish(engine, store, index, incoming, result, actor, gate or Gate(store), progress)
     result.requests_fulfilled = ordering.fulfil_offline_requests(engine, {k.repo for k in index.snapshots}, actor)
@@ -173,12 +195,13 @@ def _parse_approval(key: SnapshotKey, data: bytes) -> dict[str, Any]:
 
 
 def _check_snapshots(
-    store: BlobStore, source: BundleSource, incoming: dict[str, _Incoming], trusted: PublicKeys
+    store: BlobStore, source: BundleSource, incoming: dict[str, _Incoming], trusted: PublicKeys, xet_in: XetImport,
 ) -> dict[str, tuple[int, str]]:
-    """Check every manifest and its OMS signature; return sha256 -> (size, git oid) of the bundle's blobs.
+    """Check every manifest and its OMS signature; return sha256 -> (size, git oid) of every file they list.
 
     Raises BundleError when a manifest is not the one the index names, a signature does not
-    verify against a trusted key, or a blob is neither in the bundle nor in the store.
+    verify against a trusted key, a blob is neither in the bundle (bytes or Xet record) nor in the store,
+    or a Xet record needs a xorb that is neither in the bundle nor stored.
     """
     files: dict[str, tuple[int, str]] = {}
     for snap in incoming.values():
@@ -205,13 +228,14 @@ def _check_snapshots(
         if files[m.sha256][0] != m.size:
             raise BundleError(f"Blob {m.sha256} has {m.size} bytes in the index and {files[m.sha256][0]} in its manifest")
         carried[m.sha256] = files[m.sha256]
+    xet_in.check_needs(files)
     for sha, (size, _) in files.items():
-        if sha not in carried and not _stored(store, sha, size):
+        if sha not in carried and sha not in xet_in.records and not _stored(store, sha, size):
             raise BundleError(
                 f"The bundle needs blob {sha}, which it does not carry and this store does not hold: "
                 f"import the bundle it continues first (index {source.index.since or 'unknown'})"
             )
-    return carried
+    return files
 
 
 def _stored(store: BlobStore, sha256: str, size: int) -> bool:
@@ -293,7 +317,7 @@ def _publish(engine: Engine, store: BlobStore, index: Index, incoming: dict[str,
                           [r.ref for r in index.refs if (r.repo_type, r.repo_id, r.commit) == key.commit_key], result)
         was_unavailable = snap.existing and _state(engine, key) == "unavailable"
         # A blob copied in may be one a scrub found missing: publishing again restores availability.
-        if snap.existing and result.blobs_copied == 0 and _refs_in_place(engine, key, refs):
+        if snap.existing and result.blobs_copied == result.blobs_rebuilt == 0 and _refs_in_place(engine, key, refs):
             result.unchanged.append(key)
             continue
         provenance = _provenance(index, result.index_sha256, snap)

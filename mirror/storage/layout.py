@@ -17,6 +17,7 @@
       xet/files/ab/<xet file hash>.json           a file's Xet reconstruction: its terms, xorb byte ranges, sha256
       xet/sha256/ab/cd/<sha256>                   the Xet file hash of a blob, once its reconstruction is stored
       xet/chunks/ab/<chunk hash>                  xorb holding a dedup-eligible chunk (answers hf_xet's dedup query)
+      xet/xorb-files/ab/<xorb hash>               Xet file hash of a file that uses the xorb (widens a dedup answer)
       quarantine/xorbs/<hash>                     xorbs that failed a verify
 
 Repo ids never contain ``--`` (registry.types), so ``models--org--name`` is unambiguous.
@@ -115,6 +116,7 @@ SHARDS_PREFIX = "shards/"
 XET_FILES_PREFIX = "xet/files/"
 XET_SHA256_PREFIX = "xet/sha256/"
 XET_CHUNKS_PREFIX = "xet/chunks/"
+XET_XORB_FILES_PREFIX = "xet/xorb-files/"
 XORB_QUARANTINE_PREFIX = "quarantine/xorbs/"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _XORB_KEY_RE = re.compile(r"^xorbs/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -162,6 +164,10 @@ def xet_sha256_key(sha256: str) -> str:
 
 def xet_chunk_key(chunk_hash: str) -> str:
     return f"{XET_CHUNKS_PREFIX}{_hex64(chunk_hash)[:2]}/{chunk_hash}"
+
+
+def xet_xorb_file_key(xorb_hash: str) -> str:
+    return f"{XET_XORB_FILES_PREFIX}{_hex64(xorb_hash)[:2]}/{xorb_hash}"
 
 
 def xorb_quarantine_key(xorb_hash: str) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,21 +176,28 @@ def _run_uploader(endpoint: str, token: str, files: list[dict[str, object]], tod
     return hashes
 
 
+def iter_reconstruction(xet: XetStore, record: XetFile) -> Iterator[bytes]:
+    """The file's bytes, chunk by chunk, decompressed from the stored xorbs in term order (at most ~64 MiB of
+    xorb data in memory). Raises XetFormatError (a chunk that does not decode as its footer says),
+    ObjectNotFoundError (a xorb is gone)."""
+    for term in record.terms:
+        footer = xet.xorb_footer(term.xorb)
+        for start in range(term.chunk_start, term.chunk_end, 1024):
+            end = min(start + 1024, term.chunk_end)
+            first, last = footer.byte_range(start, end)
+            with xet.open_xorb(term.xorb, first, last - first + 1) as f:
+                data = f.read(last - first + 1)
+            yield from formats.iter_chunks(data, footer, start, end, base=first)
+
+
 def verify_reconstruction(xet: XetStore, record: XetFile) -> None:
     """Replay ``record`` from the stored xorbs: every chunk decompressed, in order; their sha256 must be the
     record's. Raises XetFormatError (a mismatch), ObjectNotFoundError (a xorb is gone)."""
     h = hashlib.sha256()
     total = 0
-    for term in record.terms:
-        footer = xet.xorb_footer(term.xorb)
-        for start in range(term.chunk_start, term.chunk_end, 1024):
-            end = min(start + 1024, term.chunk_end)  # at most ~64 MiB in memory
-            first, last = footer.byte_range(start, end)
-            with xet.open_xorb(term.xorb, first, last - first + 1) as f:
-                data = f.read(last - first + 1)
-            for chunk in formats.iter_chunks(data, footer, start, end, base=first):
-                h.update(chunk)
-                total += len(chunk)
+    for chunk in iter_reconstruction(xet, record):
+        h.update(chunk)
+        total += len(chunk)
     if total != record.size or h.hexdigest() != record.sha256:
         raise formats.XetFormatError(f"file {record.file_hash} reconstructs to {total} bytes with sha256 "
                                      f"{h.hexdigest()}, not {record.size} bytes of {record.sha256}")

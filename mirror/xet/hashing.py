@@ -93,3 +93,11 @@ def file_hash(entries: Sequence[tuple[bytes, int]]) -> bytes:
 def range_hash(chunk_hashes: Sequence[bytes]) -> bytes:
     """The term verification hash of a run of raw chunk hashes."""
     return blake3(b"".join(chunk_hashes), key=VERIFICATION_KEY).digest()
+
+
+DEDUP_MODULUS = 1024
+
+
+def is_dedup_eligible(raw_chunk_hash: bytes) -> bool:
+    """The spec's global-dedup eligibility: the hash's last 8 bytes, little-endian, divisible by 1024."""
+    return int.from_bytes(raw_chunk_hash[24:32], "little") % DEDUP_MODULUS == 0

@@ -26,16 +26,11 @@ from typing import Any
 
 from mirror.errors import ObjectNotFoundError
 from mirror.xet import formats, hashing
-from mirror.xet.store import XetFile, XetStore, XetTerm
+from mirror.xet.store import XetFile, XetStore, checked_terms
 
 log = logging.getLogger(__name__)
 MAX_SHARD_BYTES = 64 * 1024 * 1024
-DEDUP_MODULUS = 1024
-
-
-def is_dedup_eligible(raw_chunk_hash: bytes) -> bool:
-    """The spec's global-dedup eligibility: the hash's last 8 bytes, little-endian, divisible by 1024."""
-    return int.from_bytes(raw_chunk_hash[24:32], "little") % DEDUP_MODULUS == 0
+DEDUP_XORBS = 1024  # at most this many xorbs (64 GiB of chunks, a ~64 MiB answer) in one dedup answer
 
 
 class IngestSession:
@@ -60,13 +55,7 @@ class IngestSession:
     def receive_xorb(self, xorb_hash: str, data: bytes) -> bool:
         """Verify and store a xorb; False when it was already stored. Raises XetFormatError."""
         footer, stored = formats.verify_upload(data, xorb_hash)
-        inserted = not self.store.has_xorb(xorb_hash)
-        if inserted:
-            self.store.put_xorb(xorb_hash, stored)
-            for i, h in enumerate(footer.chunk_hashes):
-                if i == 0 or is_dedup_eligible(h):
-                    self.store.put_dedup_chunk(hashing.text(h), xorb_hash)
-        self.store.remember_footer(footer)
+        inserted = self.store.add_xorb(footer, stored)
         with self.lock:
             self.footers[xorb_hash] = footer
             if inserted:
@@ -90,37 +79,32 @@ class IngestSession:
     def _checked(self, info: formats.FileInfo) -> XetFile:
         if info.sha256 is None:
             raise formats.XetFormatError(f"file {info.file_hash}: the shard carries no sha256")
-        entries: list[tuple[bytes, int]] = []
-        terms = []
-        for t in info.terms:
-            footer = self.footer(t.xorb_hash)
-            if t.chunk_end > footer.num_chunks:
-                raise formats.XetFormatError(f"file {info.file_hash}: chunk range past the end of xorb {t.xorb_hash}")
-            hashes = footer.chunk_hashes[t.chunk_start:t.chunk_end]
-            if t.range_hash is not None and hashing.range_hash(hashes) != t.range_hash:
-                raise formats.XetFormatError(f"file {info.file_hash}: term verification hash mismatch")
-            sizes = tuple(footer.unpacked_size(i) for i in range(t.chunk_start, t.chunk_end))
-            if sum(sizes) != t.unpacked_size:
-                raise formats.XetFormatError(f"file {info.file_hash}: term size disagrees with xorb {t.xorb_hash}")
-            entries += zip(hashes, sizes)
-            first, last = footer.byte_range(t.chunk_start, t.chunk_end)
-            terms.append(XetTerm(t.xorb_hash, t.chunk_start, t.chunk_end, first, last, sizes))
-        if hashing.text(hashing.file_hash(entries)) != info.file_hash:
-            raise formats.XetFormatError(f"file {info.file_hash}: file hash does not match its chunks")
-        return XetFile(info.file_hash, info.sha256, info.size, tuple(terms))
+        terms = checked_terms(info.file_hash, [(t.xorb_hash, t.chunk_start, t.chunk_end, t.range_hash, t.unpacked_size)
+                                               for t in info.terms], self.footer)
+        return XetFile(info.file_hash, info.sha256, info.size, terms)
 
     def dedup_answer(self, chunk_hash: str) -> bytes | None:
+        """A shard with the xorb that holds ``chunk_hash`` and every other xorb of a stored file that uses it
+        (up to DEDUP_XORBS): hf_xet asks about one chunk in 1024, so naming the xorb alone would let a
+        fine-tune of a large model find only the few xorbs it happened to ask about. With the whole file's
+        xorbs every unchanged chunk is found, as the Hub's answer (the shard that registered them) does."""
         xorb = self.store.dedup_xorb(chunk_hash)
         if xorb is None:
             return None
-        try:
-            footer = self.footer(xorb)
-            size = self.store.xorb_size(xorb)
-        except (ObjectNotFoundError, formats.XetFormatError):
-            return None
-        if size is None:
-            return None
-        return formats.dedup_shard([formats.xorb_info(footer, size)])
+        record = self.store.xorb_file(xorb)
+        others = sorted(record.xorbs - {xorb})[:DEDUP_XORBS - 1] if record is not None else []
+        infos = []
+        for x in [xorb, *others]:
+            try:
+                footer = self.footer(x)
+                size = self.store.xorb_size(x)
+            except (ObjectNotFoundError, formats.XetFormatError):
+                size = None
+            if size is not None:
+                infos.append(formats.xorb_info(footer, size))
+            elif x == xorb:
+                return None
+        return formats.dedup_shard(infos)
 
 
 class _Handler(BaseHTTPRequestHandler):

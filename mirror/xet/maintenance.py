@@ -166,4 +166,8 @@ def collect(store: BlobStore, live_blobs: set[str], *, cutoff: float, dry_run: b
                 continue
             if target not in live_xorbs and store.driver.stat(layout.xorb_key(target)) is None:
                 store.driver.delete(key)
+        for key in list(store.driver.iter_keys(layout.XET_XORB_FILES_PREFIX)):
+            xorb = key.rsplit("/", 1)[-1]
+            if xorb not in live_xorbs and store.driver.stat(layout.xorb_key(xorb)) is None:
+                store.driver.delete(key)
     return report

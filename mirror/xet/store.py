@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -77,6 +77,32 @@ class XetFile:
         return {t.xorb for t in self.terms}
 
 
+def checked_terms(file_hash: str, terms: Sequence[tuple[str, int, int, bytes | None, int | None]],
+                  footer_of: Callable[[str], formats.XorbFooter]) -> tuple[XetTerm, ...]:
+    """The terms of file ``file_hash`` — (xorb, chunk start, chunk end, verification hash or None, unpacked size
+    or None) each — checked against the xorbs' footers: chunk ranges inside the xorb, the term verification
+    hash and size where given, and the file hash over all their chunk hashes. Returns them with their xorb
+    byte ranges and chunk sizes. Raises XetFormatError, ObjectNotFoundError (a xorb is not stored)."""
+    entries: list[tuple[bytes, int]] = []
+    out = []
+    for xorb, start, end, range_hash, unpacked in terms:
+        footer = footer_of(xorb)
+        if not 0 <= start < end <= footer.num_chunks:
+            raise formats.XetFormatError(f"file {file_hash}: chunk range {start}..{end} is not inside xorb {xorb}")
+        hashes = footer.chunk_hashes[start:end]
+        if range_hash is not None and hashing.range_hash(hashes) != range_hash:
+            raise formats.XetFormatError(f"file {file_hash}: term verification hash mismatch")
+        sizes = tuple(footer.unpacked_size(i) for i in range(start, end))
+        if unpacked is not None and sum(sizes) != unpacked:
+            raise formats.XetFormatError(f"file {file_hash}: term size disagrees with xorb {xorb}")
+        entries += zip(hashes, sizes)
+        first, last = footer.byte_range(start, end)
+        out.append(XetTerm(xorb, start, end, first, last, sizes))
+    if hashing.text(hashing.file_hash(entries)) != file_hash:
+        raise formats.XetFormatError(f"file {file_hash}: file hash does not match its chunks")
+    return tuple(out)
+
+
 class _Lru:
     def __init__(self, capacity: int) -> None:
         self._data: OrderedDict[str, Any] = OrderedDict()
@@ -119,6 +145,19 @@ class XetStore:
     def put_xorb(self, xorb_hash: str, data: bytes) -> None:
         """Store a xorb the caller verified (``formats.verify_xorb``)."""
         self.driver.put_bytes(layout.xorb_key(xorb_hash), data)
+
+    def add_xorb(self, footer: formats.XorbFooter, data: bytes | memoryview) -> bool:
+        """Store a verified xorb (``data``, whose ``footer`` the caller checked) unless it is stored already,
+        with the dedup hints for its first and its dedup-eligible chunks. False when it was already stored."""
+        xorb_hash = footer.xorb_hash
+        inserted = not self.has_xorb(xorb_hash)
+        if inserted:
+            self.put_xorb(xorb_hash, bytes(data))
+            for i, h in enumerate(footer.chunk_hashes):
+                if i == 0 or hashing.is_dedup_eligible(h):
+                    self.put_dedup_chunk(hashing.text(h), xorb_hash)
+        self.remember_footer(footer)
+        return inserted
 
     def xorb_size(self, xorb_hash: str) -> int | None:
         info = self.driver.stat(layout.xorb_key(xorb_hash))
@@ -191,10 +230,20 @@ class XetStore:
             return None
         return value if hashing.is_hash(value) else None
 
+    def xorb_file(self, xorb_hash: str) -> XetFile | None:
+        """The record of a file that uses ``xorb_hash`` (any one), if stored."""
+        try:
+            file_hash = self.driver.get_bytes(layout.xet_xorb_file_key(xorb_hash)).decode()
+        except ObjectNotFoundError:
+            return None
+        return self.get_file(file_hash) if hashing.is_hash(file_hash) else None
+
     # -- file records and the sha256 pointers
     def put_file(self, record: XetFile) -> None:
         """Store a verified record, then point its blob at it (the pointer is what the API advertises)."""
         self.driver.put_bytes(layout.xet_file_key(record.file_hash), record.to_json())
+        for xorb in sorted(record.xorbs):  # so that a dedup answer can name every xorb of the file
+            self.driver.put_bytes(layout.xet_xorb_file_key(xorb), record.file_hash.encode())
         self.driver.put_bytes(layout.xet_sha256_key(record.sha256), record.file_hash.encode())
         self._files.put(record.file_hash, record)
         self._pointers.put(record.sha256, (record.file_hash, float("inf")))

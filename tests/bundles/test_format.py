@@ -12,6 +12,7 @@ from mirror import signing
 from mirror.bundles.format import (
     INDEX_PAYLOAD_TYPE, VOLUMES_PAYLOAD_TYPE, BundleError, Index, MemberEntry, SnapshotKey, VolumeEntry, VolumeList,
     blob_member, canonical_json, load_trusted_keys, member_kind, sign_detached, snapshot_member, verify_detached,
+    xet_file_member, xorb_member,
 )
 
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -55,13 +56,15 @@ def test_member_names_are_lowercase_hex_paths_only() -> None:
 def test_index_round_trips_through_canonical_bytes() -> None:
     index = _index()
     data = index.to_bytes()
-    assert data == canonical_json(index.model_dump(mode="json")) and data.endswith(b"\n")
+    doc = index.model_dump(mode="json")
+    assert doc.pop("xorbs") == [] and index.version == 1
+    assert data == canonical_json(doc) and data.endswith(b"\n")  # version 1: the bytes earlier hubgates read
     assert Index.from_bytes(data) == index
 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"members": tuple(_members(MemberEntry(path=blob_member(SHA), size=1, sha256=MSHA)))}, "has sha256"),
-    ({"members": tuple(reversed(_members(MemberEntry(path=blob_member(SHA), size=1, sha256=SHA))))}, "after the blobs"),
+    ({"members": tuple(reversed(_members(MemberEntry(path=blob_member(SHA), size=1, sha256=SHA))))}, "out of order"),
     ({"members": tuple(_members()[1:])}, "manifest of"),
     ({"watermark": ()}, "watermark"),
     ({"snapshots": (_key(), _key())}, "twice"),
@@ -76,8 +79,54 @@ def test_inconsistent_index_is_refused(changes: dict[str, object], message: str)
 
 
 def test_newer_format_version_is_named() -> None:
-    doc = _index().model_dump(mode="json") | {"version": 2}
-    with pytest.raises(BundleError, match="version 2 is not supported"):
+    doc = _index().model_dump(mode="json") | {"version": 3}
+    with pytest.raises(BundleError, match="version 3 is not supported"):
+        Index.from_bytes(canonical_json(doc))
+
+
+XORB = hashlib.sha256(b"xorb").hexdigest()
+
+
+def _xet_members(*, xorb: str = XORB) -> list[MemberEntry]:
+    return [MemberEntry(path=xet_file_member(SHA), size=10, sha256=SHA),
+            MemberEntry(path=xorb_member(xorb), size=100, sha256=SHA)]
+
+
+def test_xet_members_are_named_by_blob_and_xorb_hash() -> None:
+    assert member_kind(xet_file_member(SHA)) == ("xet-file", SHA)
+    assert member_kind(xorb_member(XORB)) == ("xorb", XORB)
+    for bad in (f"xet/{SHA[:2]}/{SHA}", f"xorbs/{XORB[:2]}/{XORB}.json", f"xorbs/00/{XORB}", f"xet/00/{SHA}.json",
+                f"blobs/{SHA[:2]}/{SHA}.json"):
+        assert member_kind(bad) is None, bad
+
+
+def test_version_2_index_lists_its_xorbs_and_round_trips() -> None:
+    index = _index(version=2, xorbs=(XORB,), members=tuple(_members(*_xet_members())))
+    data = index.to_bytes()
+    assert b'"xorbs":["' + XORB.encode() in data
+    assert Index.from_bytes(data) == index
+    assert [m.path for m in index.members_of("xorb")] == [xorb_member(XORB)]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"version": 2}, "must list xorbs"),  # version 2 without its xorb list
+    ({"xorbs": (XORB,)}, "cannot list xorbs"),  # a xorb list in a version 1 index
+    ({"version": 2, "xorbs": (XORB, XORB)}, "sorted, without duplicates"),
+    ({"version": 2, "xorbs": (XORB.upper(),)}, "64-hex"),
+    ({"version": 2, "xorbs": (SHA,), "members": tuple(_members(*_xet_members()))}, "not in the index's xorb list"),
+    ({"version": 2, "xorbs": (XORB,), "members": tuple(_members(*reversed(_xet_members())))}, "out of order"),
+    ({"version": 2, "xorbs": (XORB,), "members": tuple(_members(MemberEntry(path=blob_member(SHA), size=1, sha256=SHA),
+                                                                *_xet_members()))}, "out of order"),
+    ({"members": tuple(_members(_xet_members()[0]))}, "Xet member .* in a version 1 index"),
+    ({"version": 2, "xorbs": (XORB,),
+      "members": tuple(_members(MemberEntry(path=xorb_member(XORB), size=66 * 1024 * 1024, sha256=SHA)))}, "over"),
+])
+def test_inconsistent_xet_index_is_refused(changes: dict[str, object], message: str) -> None:
+    doc = _index().model_dump(mode="json")
+    for k, v in changes.items():
+        doc[k] = [x.model_dump(mode="json") if hasattr(x, "model_dump") else x for x in v] \
+            if isinstance(v, tuple) else v  # type: ignore[attr-defined]
+    with pytest.raises(BundleError, match=message):
         Index.from_bytes(canonical_json(doc))
 
 
