@@ -29,6 +29,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.logs import ACCESS
+from api.protocol import ZEROCOPY
 from api.request_context import current_request_id
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ class Observer:
                     answer["status"] = message["status"]
                 elif message["type"] == "http.response.body":
                     answer["bytes"] += len(message.get("body", b""))
+                elif message["type"] == ZEROCOPY:
+                    answer["bytes"] += message["count"]
                 await send(message)
 
             try:

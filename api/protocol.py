@@ -17,6 +17,15 @@ httptools and adds, per connection:
 The hot path pays a few attribute reads and one comparison per read, and no parser callback: uvicorn's
 own state tells where a connection is, and one timer per connection, ticking four times per
 ``header_timeout``, does the watching.
+
+It also offers the ASGI zero-copy send extension (``http.response.zerocopysend``) on plain TCP
+connections: a response body taken from a file is handed to the kernel with ``os.sendfile``, so its bytes
+never enter the process (no copy, no memory held per client, one system call per socket-buffer-full
+instead of one Python round per piece). uvloop implements no ``loop.sendfile``, so ``_sendfile`` pumps it
+with uvicorn's own flow control: while the socket takes bytes, ``sendfile`` runs; when it is full, one
+small piece goes through the transport, whose buffer limit is set to zero for the response, so the loop
+pauses the protocol until the socket has drained it, and ``sendfile`` goes on. TLS connections (the
+socket under the transport would bypass the encryption) never see the extension.
 """
 
 from __future__ import annotations
@@ -27,13 +36,19 @@ import logging
 import os
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import anyio.lowlevel
+from starlette.types import Message, Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 
 _LINE_OVERHEAD = 4  # ": " and CRLF per header line
 _TICKS = 4  # deadline checks per header_timeout
+ZEROCOPY = "http.response.zerocopysend"
+_PROBE = 64 * 1024  # the piece that goes through the transport when the socket is full
+_SENDFILE_MAX = 1 << 30  # bytes per sendfile call (Linux sends at most 2 GiB - 4 KiB anyway)
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -60,6 +75,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
+        sock = transport.get_extra_info("socket")
+        self._zerocopy = hasattr(os, "sendfile") and sock is not None and transport.get_extra_info("sslcontext") is None
         self._pending = (self, self.loop.time())
         self._timer = self.loop.call_later(self._tick, self._check_deadline)
 
@@ -68,6 +85,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
         HttpToolsProtocol.connection_lost(self, exc)
+
+    def on_headers_complete(self) -> None:
+        HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        # The request's cycle is made here and its ASGI task is only scheduled, not started: giving it the
+        # zero-copy send now is in time for the app's first ``send``.
+        if self._zerocopy and type(cycle) is RequestResponseCycle and cycle.scope is self.scope:
+            cycle.__class__ = _ZeroCopyCycle
+            cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
 
     def data_received(self, data: bytes) -> None:
         scope = self.scope
@@ -137,6 +163,69 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             body,
         ]))
         self.transport.close()
+
+
+class _ZeroCopyCycle(RequestResponseCycle):
+    """uvicorn's request cycle, plus ``http.response.zerocopysend``: ``{"file": fd or file, "offset": int,
+    "count": int, "more_body": bool}`` after ``http.response.start`` of a response with a content-length."""
+
+    async def send(self, message: Message) -> None:  # type: ignore[override]
+        if message["type"] != ZEROCOPY:
+            await RequestResponseCycle.send(self, message)  # type: ignore[arg-type]
+            return
+        count, more_body = int(message["count"]), bool(message.get("more_body", False))
+        if not self.response_started or self.response_complete or self.chunked_encoding or self.scope["method"] == "HEAD":
+            raise RuntimeError(f"'{ZEROCOPY}' needs a started response with a content-length and a body")
+        if count > self.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        if not self.disconnected:
+            await _sendfile(self.transport, self.flow, fd, int(message.get("offset") or 0), count, self)
+        if self.disconnected:
+            return  # as uvicorn's own send: the client is gone, the app need not know
+        self.expected_content_length -= count
+        if not more_body:
+            await RequestResponseCycle.send(self, {"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _sendfile(transport: asyncio.Transport, flow: FlowControl, fd: int, offset: int, count: int,
+                    cycle: RequestResponseCycle) -> None:
+    """Send ``count`` bytes of ``fd`` from ``offset`` on ``transport``'s socket, in order after what the
+    transport holds (module docstring). Returns early when the client goes away; raises OSError for a file
+    shorter than offset + count (the connection must then be aborted, not ended)."""
+    sock = transport.get_extra_info("socket").fileno()
+    end = offset + count
+    low, high = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=0)  # any byte the transport holds pauses writing until it drains
+    try:
+        while offset < end and not cycle.disconnected:
+            if flow.write_paused:
+                await flow.drain()  # the loop resumes the protocol once the transport's buffer is empty
+                continue
+            if transport.get_write_buffer_size() == 0:
+                try:
+                    sent = os.sendfile(sock, fd, offset, min(end - offset, _SENDFILE_MAX))
+                except BlockingIOError:
+                    sent = -1
+                except _GONE:  # the client went away; the loop may not have noticed yet
+                    cycle.disconnected = True
+                    transport.abort()
+                    return
+                if sent == 0:
+                    raise OSError(f"the file ended at byte {offset}, before the {end} this response needs")
+                offset += max(sent, 0)
+                if offset >= end:
+                    break
+            piece = os.pread(fd, min(_PROBE, end - offset), offset)
+            if not piece:
+                raise OSError(f"the file ended at byte {offset}, before the {end} this response needs")
+            transport.write(piece)  # kept by the transport (and the protocol paused) if the socket is full
+            offset += len(piece)
+            await anyio.lowlevel.checkpoint()  # one fast client does not keep the loop to itself
+    finally:
+        if not transport.is_closing():
+            transport.set_write_buffer_limits(high=high, low=low)
 
 
 class _HeaderSizeCheck:

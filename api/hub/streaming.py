@@ -1,5 +1,9 @@
 """An ASGI response that sends a byte range of a blob without copying it through Python.
 
+Where the server offers the zero-copy send extension (``hubgate serve``'s protocol, api/protocol.py, on
+plain TCP) a blob on the local disk is handed to it whole and goes out with ``sendfile``: its bytes never
+enter the process. Otherwise:
+
 A blob on the local disk is sent in memory-mapped 8 MiB windows (api/hub/mapped.py): the kernel
 copies each one from the page cache straight into the socket, which saves the read copy a
 read-then-write loop pays. A window whose pages are all in memory goes to the server at once; a
@@ -42,6 +46,7 @@ import anyio.lowlevel
 from starlette.types import Receive, Scope, Send
 
 from api.hub.mapped import MappedWindow
+from api.protocol import ZEROCOPY
 
 CHUNK_SIZE = 8 * 1024 * 1024  # the largest window or read
 MIN_CHUNK_SIZE = 64 * 1024
@@ -105,17 +110,21 @@ class BlobResponse:
             if self._reader is None or scope["method"] == "HEAD" or self._length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            _streams.active += 1
+            mapped = _file_position(self._reader)
+            zerocopy = mapped is not None and ZEROCOPY in scope.get("extensions", {}) and self._fixed_chunk is None
+            if not zerocopy:
+                _streams.active += 1  # a zero-copy send holds no memory: it takes no share of the budget
             try:
-                await self._stream_until_disconnect(receive, send)
+                await self._stream_until_disconnect(receive, send, mapped, zerocopy)
             finally:
-                _streams.active -= 1
+                if not zerocopy:
+                    _streams.active -= 1
         finally:
             if self._reader is not None:
                 await anyio.to_thread.run_sync(self._reader.close)
 
-    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
-        mapped = _file_position(self._reader)
+    async def _stream_until_disconnect(self, receive: Receive, send: Send, mapped: tuple[int, int] | None,
+                                       zerocopy: bool) -> None:
         if mapped is not None and os.fstat(mapped[0]).st_size < mapped[1] + self._length:
             # The store holds fewer bytes than the manifest says: abort the connection rather
             # than end a short body the client might take as complete.
@@ -129,7 +138,11 @@ class BlobResponse:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_disconnect)
-                if mapped is None or not _mapping_works:
+                if zerocopy:  # the server sends the file itself (api/protocol.py: os.sendfile)
+                    assert mapped is not None
+                    await send({"type": ZEROCOPY, "file": mapped[0], "offset": mapped[1], "count": self._length,
+                                "more_body": False})
+                elif mapped is None or not _mapping_works:
                     await self._stream(send)
                 else:
                     await self._send_mapped(send, *mapped)
