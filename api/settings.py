@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     ui_session_hours: int = Field(12, ge=1, le=720, description="How long a sign-in to the web pages (/-/) lasts, in hours; a revoked or expired token ends it at once")
     ui_page_size: int = Field(50, ge=10, le=500, description="Repos per page of the web catalog")
     shutdown_timeout_seconds: float = Field(30.0, ge=1, le=3600, description="On SIGTERM, how long `hubgate serve` lets open requests finish and `hubgate worker` lets running jobs finish before exiting (a job left running returns to the queue when its lease expires); Kubernetes terminationGracePeriodSeconds must exceed it")
-    xet: Literal["off", "on"] = Field("off", description="on: build a Xet representation of large files at publish time and serve the Xet read protocol (refresh route, CAS, xorbs), so hf_xet clients download in parallel; off: no Xet header is ever sent")
+    xet: Literal["off", "on"] = Field("on", description="on: build a Xet representation of large files at publish time (costs CPU; never fails a publish) and serve the Xet read protocol (refresh route, CAS, xorbs), so hf_xet clients download in parallel; off: no Xet header is ever sent and nothing is built at publish time")
     xet_threshold_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Files of at least this many bytes get a Xet representation (HUBGATE_XET=on and `hubgate xet backfill`)")
     xet_token_ttl_seconds: int = Field(900, ge=60, le=24 * 3600, description="Lifetime of the read tokens the xet-read-token route hands out (clients refresh them)")
     log_format: Literal["text", "json"] = Field("text", description="text: one readable line per record; json: one JSON object per line (for a log collector). Every logger, uvicorn's and alembic's included, uses it")

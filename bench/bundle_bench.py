@@ -35,6 +35,8 @@ from mirror.bundles import export_bundle, import_bundle, load_trusted_keys  # no
 from mirror.importer import import_folder  # noqa: E402
 from registry.types import RepoRef  # noqa: E402
 
+PLAIN = {"HUBGATE_XET": "off"}  # every instance without the Xet build (the default is on): comparable with earlier runs
+
 
 def make_snapshot(folder: Path, size: int) -> int:
     """One big LFS file (a valid safetensors of random bytes, so nothing compresses and the content scan
@@ -139,7 +141,7 @@ class GateClock:
 def run(work: Path, size: int, repeat: int) -> None:
     src = work / "src"
     total = make_snapshot(src, size)
-    a = build_services(load(environ={"HUBGATE_DATA_DIR": str(work / "a")}))
+    a = build_services(load(environ={"HUBGATE_DATA_DIR": str(work / "a"), **PLAIN}))
     import_folder(a.engine, a.store, src, RepoRef.parse("model", "bench/one-gib"), signer=a.signer)
     pub = work / "a.pub"
     pub.write_bytes(signing.public_pem(a.signer.private_key.public_key()))
@@ -158,7 +160,7 @@ def run(work: Path, size: int, repeat: int) -> None:
         times["hashing"].append(hash_seconds(total))
         times["copyfile"].append(timed(lambda: [shutil.copyfile(p, r / "copy" / p.name) for p in blobs if p]))
         shutil.rmtree(r / "copy")
-        c = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / "c")}))
+        c = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / "c"), **PLAIN}))
         disk["hubgate import"].append(disk_seconds(r, total))
         with GateClock() as clock:
             times["hubgate import"].append(timed(lambda: import_folder(
@@ -169,7 +171,8 @@ def run(work: Path, size: int, repeat: int) -> None:
         for form, path in (("dir", r / "bundle"), ("tar", r / "bundle.tar")):
             disk[f"export {form}"].append(disk_seconds(r, total))
             times[f"export {form}"].append(timed(lambda: export_bundle(a.engine, a.store, a.signer, path, form=form)))
-            b = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / f"b-{form}"), "HUBGATE_TRUSTED_KEYS": str(pub)}))
+            b = build_services(load(environ={"HUBGATE_DATA_DIR": str(r / f"b-{form}"), "HUBGATE_TRUSTED_KEYS": str(pub),
+                                             **PLAIN}))
             trusted = load_trusted_keys(b.settings.trusted_keys)
             disk[f"import {form}"].append(disk_seconds(r, total))
             with GateClock() as clock:

@@ -151,7 +151,8 @@ def hubgate_argv() -> list[str]:
 
 def hubgate_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBGATE_")}
-    env.update({"HUBGATE_DATA_DIR": str(data_dir), **extra})
+    # Xet off (the plain paths, comparable with earlier runs; the default is on): bench/xet_bench.py compares the two
+    env.update({"HUBGATE_DATA_DIR": str(data_dir), "HUBGATE_XET": "off", **extra})
     return env
 
 

@@ -164,7 +164,8 @@ def sync_once(upstream: str, cdn: str, data_dir: Path, repo: str, file_workers: 
                                        "HUBGATE_UPSTREAM_ALLOW_PRIVATE": "true",
                                        "HUBGATE_UPSTREAM_REDIRECT_HOSTS": cdn.split("://", 1)[1],
                                        "HUBGATE_WORKER_IN_PROCESS": "false", "HUBGATE_LOG_LEVEL": "warning",
-                                       "HUBGATE_SYNC_FILE_WORKERS": str(file_workers)}))
+                                       "HUBGATE_SYNC_FILE_WORKERS": str(file_workers),
+                                       "HUBGATE_XET": "off"}))  # the plain sync, comparable with earlier runs
     actor = Actor("bench", "admin", "bench")
     req = submit_request(svc, "model", repo, "main", None, None, "bench", actor)
     with session_scope(svc.engine) as session:

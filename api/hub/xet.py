@@ -1,4 +1,4 @@
-"""The Xet read protocol, served from hubgate's own store (HUBGATE_XET=on).
+"""The Xet read protocol, served from hubgate's own store (HUBGATE_XET=on, the default).
 
 * **Resolve** (api/hub/files.py calls ``XetRuntime.resolve_headers``): a file whose Xet representation
   is stored and verified also gets ``X-Xet-Hash`` and the refresh route, as ``Link: <…>; rel="xet-auth"``

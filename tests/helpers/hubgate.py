@@ -98,15 +98,17 @@ def start_hubgate(
     s3_origin: str | None = None,
     bucket: str | None = None,
     s3_keys: tuple[str, str] | None = None,
+    extra: dict[str, str] | None = None,
 ) -> HubgateServer:
     """Publish ``repos`` (those named in ``cli_repos`` through the ``hubgate import`` CLI, the others
-    through mirror.importer.import_folder on the app's own services), then serve."""
+    through mirror.importer.import_folder on the app's own services), then serve. ``extra``: more HUBGATE_*
+    settings (e.g. ``{"HUBGATE_XET": "off"}`` for a test of the plain path)."""
     from api.app import create_app
     from api.settings import load
     from mirror.importer import import_folder
     from registry.types import RepoRef
 
-    environ = settings_environ(flavour, data_dir, s3_origin=s3_origin, bucket=bucket, s3_keys=s3_keys)
+    environ = settings_environ(flavour, data_dir, s3_origin=s3_origin, bucket=bucket, s3_keys=s3_keys) | (extra or {})
     commits: dict[str, str] = {}
     cli_output: dict[str, str] = {}
     for repo in repos:

@@ -18,6 +18,7 @@ def test_defaults() -> None:
     st = s.storage_settings
     assert st.backend == "local" and st.local_root == Path("./hubgate-data/store") and st.s3 is None
     assert s.public_url is None
+    assert s.xet == "on"  # HUBGATE_XET=off turns the Xet build and the Xet read protocol off
 
 
 def test_environment(tmp_path: Path) -> None:

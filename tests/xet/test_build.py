@@ -126,7 +126,7 @@ def test_publish_with_xet_builds_and_backfill_covers_earlier_snapshots(tmp_path:
     (folder / "model.safetensors").write_bytes(base)
     (folder / "config.json").write_text('{"model_type": "x"}')
     env = {"HUBGATE_DATA_DIR": str(tmp_path / "data"), "HUBGATE_UPSTREAM_URL": ""}
-    svc_off = build_services(load(environ=env))
+    svc_off = build_services(load(environ=env | {"HUBGATE_XET": "off"}))
     assert builder_for(svc_off) is None
     result = import_folder(svc_off.engine, svc_off.store, folder, RepoRef.parse("model", "acme/m"), xet=None)
     build = XetBuilder(svc_off.store, threshold=1024)
