@@ -91,10 +91,11 @@ def _store(request: pytest.FixtureRequest, flavour: str, name: str) -> dict[str,
     return {"s3_origin": s3.origin, "bucket": bucket, "s3_keys": (s3.access_key, s3.secret_key)}
 
 
-@pytest.mark.parametrize("flavour", ["local", "s3-redirect-rgw"])
+@pytest.mark.parametrize("flavour", ["local", "s3-proxy-rgw", "s3-redirect-rgw"])
 def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llama: FixtureRepo, tmp_path: Path,
                                                          flavour: str, request: pytest.FixtureRequest) -> None:
-    """On the local store, and on Ceph RGW in redirect mode (xorb ranges and plain downloads from presigned URLs)."""
+    """On the local store, on Ceph RGW in proxy mode (xorb ranges and plain downloads streamed through hubgate, as
+    from the local store), and on Ceph RGW in redirect mode (xorb ranges and plain downloads from presigned URLs)."""
     redirect = flavour.startswith("s3-redirect")
     hub: HubgateServer = start_xet_hubgate(flavour, tmp_path / "hub", [llama], **_store(request, flavour, "on"))
     try:
@@ -140,7 +141,13 @@ def test_vllm_loads_through_hubgate_with_and_without_xet(vllm_python: Path, llam
     # the weights came over Xet in the first run (reconstruction + ranged xorb reads), over HTTP in the others
     assert any("/reconstructions/" in r.path and r.status == 200 for r in log.records), [r.path for r in log.records]
     if not redirect:  # in redirect mode the xorb ranges come from presigned RGW URLs, not through hubgate
-        assert any(r.path.startswith("/xet/xorbs/") and r.status == 206 for r in log.records)
+        assert any(r.path.startswith("/xet/xorbs/") and r.status == 206 for r in log.records), \
+            [r.call for r in log.records]
+    assert all(any(r.path.endswith("/reconstructions/" + listed[shard]["xet_hash"]) and r.status == 200
+                   for r in log.records) for shard in shards), [r.path for r in log.records]  # each shard by Xet
+    # ... and not also over plain HTTP: the Xet run fetched no shard whole from hubgate
+    assert not any(r.method == "GET" and r.path.endswith("/" + shard) for r in log.records for shard in shards), \
+        [r.call for r in log.records]
     assert not any("/reconstructions/" in r.path or "xet-read-token" in r.path for r in plain_log.records)
     assert not any(r.header("x-xet-hash") for r in off_log.records)
     for shard in shards:  # a whole plain download of each shard (redirect mode: sent to the store by a 302)
