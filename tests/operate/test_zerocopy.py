@@ -1,5 +1,6 @@
-"""``hubgate serve`` sends local blobs with ``sendfile`` (api/protocol.py's zero-copy send): the bytes, the
-ranges, the connection's state after such a response, slow and vanishing clients, and memory."""
+"""``hubgate serve`` sends local blobs with ``sendfile`` (api/protocol.py's zero-copy send) once 16 streams
+are sending from mapped windows (api/hub/streaming.py): the bytes, the ranges, the connection's state after
+such a response, slow and vanishing clients, and memory."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,14 +68,40 @@ def _rchar(pid: int) -> int:
     return int(line.split()[1])
 
 
+MAPPED_STREAMS = 16  # api/hub/streaming.py
+
+
+@contextmanager
+def busy(hub: Served, n: int = MAPPED_STREAMS) -> Iterator[None]:
+    """``n`` downloads held open (their clients read nothing more), so that the next ones go out with sendfile."""
+    socks = [_raw_get(hub.url, PATH, rcvbuf=4096) for _ in range(n)]
+    for s in socks:
+        s.recv(1024)  # its response has started
+    try:
+        yield
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_one_stream_uses_mapped_windows_and_the_seventeenth_sendfile(served: tuple[Served, bytes]) -> None:
+    hub, data = served
+    before = _rchar(hub.proc.pid)
+    assert httpx.get(hub.url + PATH).content == data
+    assert _rchar(hub.proc.pid) - before < SIZE // 4  # a mapping is read without read calls
+    with busy(hub):
+        before = _rchar(hub.proc.pid)
+        assert httpx.get(hub.url + PATH).content == data
+        assert _rchar(hub.proc.pid) - before >= SIZE  # sendfile counts its input here
+
+
 def test_blobs_ranges_and_the_next_request_on_the_same_connection(served: tuple[Served, bytes]) -> None:
     hub, data = served
-    with httpx.Client(base_url=hub.url, timeout=60) as client:  # one keep-alive connection throughout
+    with busy(hub), httpx.Client(base_url=hub.url, timeout=60) as client:  # one keep-alive connection throughout
         before = _rchar(hub.proc.pid)
         full = client.get(PATH)
         assert full.status_code == 200 and full.content == data
-        # the body went out with sendfile (which counts its input here), not through a mapping
-        assert _rchar(hub.proc.pid) - before >= SIZE
+        assert _rchar(hub.proc.pid) - before >= SIZE  # sent with sendfile
         part = client.get(PATH, headers={"range": "bytes=1000-5000999"})
         assert part.status_code == 206 and part.content == data[1000:5001000]
         assert part.headers["content-range"] == f"bytes 1000-5000999/{SIZE}"
@@ -92,40 +120,48 @@ def test_blobs_ranges_and_the_next_request_on_the_same_connection(served: tuple[
 def test_a_slow_client_and_fast_ones_at_once_get_every_byte(served: tuple[Served, bytes]) -> None:
     hub, data = served
     want = hashlib.sha256(data).hexdigest()
-    slow = _raw_get(hub.url, PATH, rcvbuf=16384, headers="Range: bytes=0-3145727\r\n")  # a small window, read slowly
     results: dict[str, str] = {}
 
     def fast(i: int) -> None:
         results[f"fast{i}"] = hashlib.sha256(httpx.get(hub.url + PATH, timeout=60).content).hexdigest()
 
-    threads = [threading.Thread(target=fast, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    head, body = _read_response(slow, pace=0.002)
-    slow.close()
-    for t in threads:
-        t.join(60)
+    with busy(hub):
+        slow = _raw_get(hub.url, PATH, rcvbuf=16384, headers="Range: bytes=0-3145727\r\n")  # a small window, read slowly
+        threads = [threading.Thread(target=fast, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        head, body = _read_response(slow, pace=0.002)
+        slow.close()
+        for t in threads:
+            t.join(60)
     assert head.startswith(b"HTTP/1.1 206") and body == data[:3145728]
     assert results == {f"fast{i}": want for i in range(4)}
 
 
 def test_clients_that_vanish_mid_body_leave_the_server_serving(served: tuple[Served, bytes]) -> None:
     hub, data = served
-    for _ in range(8):
-        sock = _raw_get(hub.url, PATH, rcvbuf=32768)
-        got = 0
-        while got < 2 * 1024 * 1024:
-            got += len(sock.recv(65536))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, not FIN
-        sock.close()
+    with busy(hub):
+        _vanish(hub, 8)
+    _vanish(hub, 4)  # and from mapped windows
     time.sleep(0.5)
     assert hub.proc.poll() is None
     assert httpx.get(hub.url + PATH, headers={"range": "bytes=10-20"}).content == data[10:21]
     assert "Traceback" not in hub.log()
 
 
+def _vanish(hub: Served, n: int) -> None:
+    for _ in range(n):
+        sock = _raw_get(hub.url, PATH, rcvbuf=32768)
+        got = 0
+        while got < 2 * 1024 * 1024:
+            got += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, not FIN
+        sock.close()
+
+
 def test_many_concurrent_streams_hold_no_memory(served: tuple[Served, bytes]) -> None:
-    """32 clients at once, each taking the whole blob slowly: the blob's bytes never enter the process."""
+    """32 clients at once, each taking the whole blob slowly: 16 from mapped windows (a shared 16 MiB budget), 16
+    with sendfile (nothing held)."""
     hub, data = served
     httpx.get(hub.url + PATH)  # warm: the page cache holds the blob, the process its imports
     idle = rss_bytes(hub.proc.pid)
