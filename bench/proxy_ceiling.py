@@ -23,10 +23,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 F_SETPIPE_SZ = 1031
@@ -88,17 +90,30 @@ def main() -> None:
         cluster = RgwCluster(Path(tempfile.mkdtemp(prefix="proxy-ceiling-")))
         endpoint = cluster.acquire("proxy-ceiling")
         origin, client = endpoint.origin, endpoint.client()
-        stop = lambda: cluster.release("proxy-ceiling")  # noqa: E731
-    else:
-        import boto3
-        from moto.server import ThreadedMotoServer
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-        server.start()
-        origin = "http://127.0.0.1:%d" % server._server.server_port  # type: ignore[attr-defined]
+        def stop() -> None:
+            cluster.release("proxy-ceiling")
+    else:  # moto's own server command, as serve_bench.py runs it
+        import boto3
+
+        from serve_bench import free_port
+
+        port = free_port()
+        server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        origin = f"http://127.0.0.1:{port}"
         client = boto3.client("s3", endpoint_url=origin, region_name="us-east-1", aws_access_key_id="testing",
                               aws_secret_access_key="testing")
-        stop = server.stop
+        for _ in range(100):
+            try:
+                client.list_buckets()
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.1)
+
+        def stop() -> None:
+            server.terminate()
+            server.wait(10)
     try:
         client.create_bucket(Bucket=BUCKET)
         client.upload_fileobj(io.BytesIO(os.urandom(a.size_mib * 2**20)), BUCKET, "object")
