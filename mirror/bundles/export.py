@@ -162,7 +162,7 @@ def export_bundle(
         records = [(xet_file_member(sha), d) for sha, d in plan.xet.records.items()]
         for path, data in [(INDEX_NAME, index_bytes), (INDEX_SIG_NAME, index_sig), *plan.small, *records]:
             writer.add(path, len(data), io.BytesIO(data))
-        progress.begin("writing blobs", total_bytes=sum(plan.blobs.values()) + sum(s for s, _ in plan.xet.xorbs.values()),
+        progress.begin("writing blobs", total_bytes=sum(plan.blobs.values()) + plan.xet.xorb_bytes,
                        total_files=len(plan.blobs) + len(plan.xet.xorbs))
         with ThreadPoolExecutor(1, thread_name_prefix="export-hash") as pool:
             for x, (size, digest) in plan.xet.xorbs.items():
@@ -186,12 +186,11 @@ def export_bundle(
         progress.end()
     log.info("exported %d snapshots, %d blobs (%d bytes), %d files as Xet with %d new xorbs (%d bytes) to %s",
              len(plan.snapshots), len(plan.blobs), sum(plan.blobs.values()), len(plan.xet.records),
-             len(plan.xet.xorbs), sum(s for s, _ in plan.xet.xorbs.values()), out)
+             len(plan.xet.xorbs), plan.xet.xorb_bytes, out)
     return ExportResult(
         form=kind, paths=paths, index_sha256=sha256_hex(index_bytes), key_id=signer.key_id,
         snapshots=list(plan.snapshots), blobs=len(plan.blobs), blob_bytes=sum(plan.blobs.values()), size=size,
-        xet_files=len(plan.xet.records), xorbs=len(plan.xet.xorbs),
-        xorb_bytes=sum(s for s, _ in plan.xet.xorbs.values()),
+        xet_files=len(plan.xet.records), xorbs=len(plan.xet.xorbs), xorb_bytes=plan.xet.xorb_bytes,
         watermark=Watermark(frozenset(watermark), sha256_hex(index_bytes), frozenset(xorbs)),
     )
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from mirror.bundles.format import BundleError, Index
+from mirror.bundles.format import XORB, BundleError, Index, member_kind
 from mirror.bundles.readers import Member, read_verified
 from mirror.errors import DigestMismatchError, ObjectNotFoundError
 from mirror.progress import NO_PROGRESS, Progress
@@ -45,6 +45,10 @@ class XetCarry:
 
     records: dict[str, bytes] = field(default_factory=dict)
     xorbs: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @property
+    def xorb_bytes(self) -> int:
+        return sum(size for size, _ in self.xorbs.values())
 
 
 def plan_carry(store: BlobStore, blobs: dict[str, int], known_xorbs: frozenset[str]) -> XetCarry:
@@ -108,7 +112,7 @@ class XetImport:
     def check_needs(self, files: dict[str, tuple[int, str]]) -> None:
         """Every record is for a blob of the bundle's manifests, with its size, and every xorb it uses is in
         the bundle or already stored here. Raises BundleError before anything is copied."""
-        carried = {m.path.rsplit("/", 1)[1] for m in self.index.members if m.path.startswith("xorbs/")}
+        carried = {member_kind(m.path)[1] for m in self.index.members_of(XORB)}  # type: ignore[index]
         for sha256, record in self.records.items():
             if sha256 not in files:
                 raise BundleError(f"The Xet record of blob {sha256} is in the bundle but the blob is in none of its snapshots")

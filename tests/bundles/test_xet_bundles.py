@@ -252,28 +252,21 @@ def test_a_record_that_does_not_rebuild_the_signed_bytes_is_refused(xsource: Xet
     assert not b.store.has(base_sha) and XetStore(b.store).file_hash_of(base_sha) is None
 
 
-def test_a_record_whose_terms_do_not_hash_to_its_file_hash_is_refused(xsource: XetSource, make_sealed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("file_hash", "0" * 64, "does not match its xorbs: .*file hash does not match its chunks"),
+    ("sha256", "1" * 64, "carried for blob {sha} is for blob 1111"),
+])
+def test_a_tampered_record_is_refused(xsource: XetSource, make_sealed, tmp_path: Path, field: str, value: str,  # type: ignore[no-untyped-def]
+                                      message: str) -> None:
+    """A record whose file hash its terms do not give, or that names another blob: refused, nothing published."""
     bundle = _copy(xsource.full, tmp_path / "x")
     base_sha = xsource.sha(xsource.base)
     path = f"xet/{base_sha[:2]}/{base_sha}.json"
     doc = json.loads((bundle / path).read_bytes())
-    doc["file_hash"] = "0" * 64
+    doc[field] = value
     _replace_member(bundle, xsource.a, path, canonical_json(doc))
     b = make_sealed()
-    with pytest.raises(BundleError, match="does not match its xorbs: .*file hash does not match its chunks"):
-        _import(b, bundle)
-    assert_nothing_published(b, REPO)
-
-
-def test_a_record_for_another_blob_is_refused(xsource: XetSource, make_sealed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bundle = _copy(xsource.full, tmp_path / "x")
-    base_sha = xsource.sha(xsource.base)
-    path = f"xet/{base_sha[:2]}/{base_sha}.json"
-    doc = json.loads((bundle / path).read_bytes())
-    doc["sha256"] = "1" * 64
-    _replace_member(bundle, xsource.a, path, canonical_json(doc))
-    b = make_sealed()
-    with pytest.raises(BundleError, match=f"carried for blob {base_sha} is for blob 1111"):
+    with pytest.raises(BundleError, match=message.format(sha=base_sha)):
         _import(b, bundle)
     assert_nothing_published(b, REPO)
 
