@@ -78,7 +78,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, settle_heap
     from api.hub.streaming import tune_malloc
     from api.protocol import LimitedHttpToolsProtocol
 
@@ -109,7 +109,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         svc.engine.dispose()
         _run_uvicorn(uvicorn, "api.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        _run_uvicorn(uvicorn, create_app(settings), **common)
+        app = create_app(settings)
+        settle_heap()
+        _run_uvicorn(uvicorn, app, **common)
     return EXIT_OK
 
 
@@ -332,11 +334,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from api.app import build_services, build_worker
+    from api.app import build_services, build_worker, settle_heap
 
     settings = _settings(args)
     svc = build_services(settings)
     worker = build_worker(svc)
+    settle_heap()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -11,7 +11,10 @@ store). In every round the ceilings are measured next to the sync, so the ratios
 * the upstream read ceiling: the same file fetched from the same fake CDN with httpx as the syncer
   reads it (4 parallel 16 MiB ranges), bytes dropped; and with hf_transfer (Rust, 4 and 8 ranges,
   written to disk), which hubgate could use instead, and the hashing that would follow it;
-* for small files: bare GETs of the same files with as many threads as the syncer has file workers.
+* for small files: bare GETs of the same files with 4 threads (the reference of issue 13), and with as many
+  threads as the syncer has file workers when that differs. hubgate fetches many small files in child
+  processes (HUBGATE_SYNC_FETCH_PROCESSES); their CPU counts as hubgate's, and they are started by an
+  untimed sync first, as a long-running worker keeps them.
 
 The fake hub runs in a child process (its own GIL), like a real upstream would. CPU seconds of both
 processes are reported (busy cores = CPU s / wall s), and the CPU other processes used during each
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 MiB = 1024 * 1024
+BARE_THREADS = 4  # the small-file reference: bare GETs with 4 threads (issue 13)
 BIG_REPO, SMALL_REPO = "bench/big", "bench/many-small"
 
 
@@ -77,18 +81,36 @@ def cpu_of(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def _fetcher_cpu(upstream_pid: int) -> dict[int, float]:
+    """CPU seconds of hubgate's fetch processes (mirror/fetchpool.py: children started with "spawn")."""
+    import psutil
+
+    out = {}
+    for p in psutil.Process().children():
+        if p.pid == upstream_pid:  # the fake hub, also a spawned child
+            continue
+        try:
+            if any("spawn_main" in part for part in p.cmdline()):
+                t = p.cpu_times()
+                out[p.pid] = float(t.user + t.system)
+        except psutil.Error:
+            continue
+    return out
+
+
 class Timed:
     def __init__(self, child_pid: int) -> None:
         self.child_pid = child_pid
 
     def __enter__(self) -> "Timed":
         self.t0, self.cpu0, self.child0 = time.perf_counter(), time.process_time(), cpu_of(self.child_pid)
-        self.reaped0 = _reaped_cpu()
+        self.reaped0, self.fetchers0 = _reaped_cpu(), _fetcher_cpu(self.child_pid)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.t0
-        self.cpu = time.process_time() - self.cpu0
+        fetchers = _fetcher_cpu(self.child_pid)  # hubgate's fetch processes count as hubgate
+        self.cpu = time.process_time() - self.cpu0 + sum(v - self.fetchers0.get(k, 0.0) for k, v in fetchers.items())
         self.child_cpu = cpu_of(self.child_pid) - self.child0
         # hubgate's own children that ended meanwhile: the sandboxed content scanner of a sync
         self.scan_cpu = _reaped_cpu() - self.reaped0
@@ -150,10 +172,11 @@ def loopback_read(url: str, size: int, parts: int) -> None:
             assert sum(pool.map(one, bounds)) == size
 
 
-def sync_once(upstream: str, cdn: str, data_dir: Path, repo: str, file_workers: int = 4) -> tuple[dict[str, Any], Any]:
+def sync_once(upstream: str, cdn: str, data_dir: Path, repo: str, file_workers: int = 4,
+              fetch_processes: int = 2) -> tuple[dict[str, Any], Any]:
     """A request for ``repo``, approved; returns the request and a worker ready to run it."""
     from api.admin.routes import submit_request
-    from api.app import build_services, build_worker
+    from api.app import build_services, build_worker, settle_heap
     from api.settings import load
     from registry import workflow
     from registry.audit import Actor
@@ -165,7 +188,9 @@ def sync_once(upstream: str, cdn: str, data_dir: Path, repo: str, file_workers: 
                                        "HUBGATE_UPSTREAM_REDIRECT_HOSTS": cdn.split("://", 1)[1],
                                        "HUBGATE_WORKER_IN_PROCESS": "false", "HUBGATE_LOG_LEVEL": "warning",
                                        "HUBGATE_SYNC_FILE_WORKERS": str(file_workers),
+                                       "HUBGATE_SYNC_FETCH_PROCESSES": str(fetch_processes),
                                        "HUBGATE_XET": "off"}))  # the plain sync, comparable with earlier runs
+    settle_heap()  # as `hubgate worker` does once it has started
     actor = Actor("bench", "admin", "bench")
     req = submit_request(svc, "model", repo, "main", None, None, "bench", actor)
     with session_scope(svc.engine) as session:
@@ -334,13 +359,20 @@ def small_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int)
             local.client = httpx.Client(timeout=60)
         return len(local.client.get(url).content)
 
-    def bare() -> None:
-        with ThreadPoolExecutor(args.file_workers) as pool:
+    def bare(threads: int) -> None:
+        local.__dict__.clear()
+        with ThreadPoolExecutor(threads) as pool:
             assert sum(pool.map(get, urls)) == n * size
 
-    out: dict[str, Any] = {"bare": runs.timed(bare, info["pid"])}
+    # The reference is the issue's: bare GETs with 4 threads. When hubgate has another number of downloads in
+    # flight, bare GETs with that many threads too.
+    out: dict[str, Any] = {"bare": runs.timed(lambda: bare(BARE_THREADS), info["pid"])}
     out["bare_files_per_s"] = n / out["bare"]["seconds"]
-    meta, worker = sync_once(info["url"], info["cdn_url"], work / f"data-small-{r}", SMALL_REPO, args.file_workers)
+    if args.file_workers != BARE_THREADS:
+        out["bare_same"] = runs.timed(lambda: bare(args.file_workers), info["pid"])
+        out["bare_same_files_per_s"] = n / out["bare_same"]["seconds"]
+    meta, worker = sync_once(info["url"], info["cdn_url"], work / f"data-small-{r}", SMALL_REPO, args.file_workers,
+                             args.fetch_processes)
     with PhaseClock() as phases:
         run = runs.timed(worker.run_once, info["pid"])
     state, error, _ = request_state(meta["svc"], meta["pk"])
@@ -349,6 +381,8 @@ def small_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int)
     out.update(sync=run, sync_files_per_s=(n + 1) / run["seconds"],
                phases={k: round(v, 3) for k, v in phases.phases.items() if not k.startswith("_")})
     out["ratio"] = out["sync_files_per_s"] / out["bare_files_per_s"]
+    if "bare_same_files_per_s" in out:
+        out["ratio_same"] = out["sync_files_per_s"] / out["bare_same_files_per_s"]
     meta["svc"].close()
     meta["svc"].engine.dispose()
     shutil.rmtree(work / f"data-small-{r}", ignore_errors=True)
@@ -390,14 +424,22 @@ def report(res: dict[str, Any]) -> list[str]:
                          f"{run['loadavg']}; phases {r['phases']}")
     small = res["small"]
     if small:
-        lines += [f"\n{res['small_files']} files of {res['small_kib']} KiB ({res['file_workers']} file workers; "
-                  f"bare GETs with as many threads)",
-                  f"  bare GETs          {_median(small, 'bare_files_per_s'):8.0f} files/s  "
-                  f"({min(r['bare_files_per_s'] for r in small):.0f}-{max(r['bare_files_per_s'] for r in small):.0f})",
-                  f"  hubgate sync       {_median(small, 'sync_files_per_s'):8.0f} files/s  "
-                  f"({min(r['sync_files_per_s'] for r in small):.0f}-{max(r['sync_files_per_s'] for r in small):.0f})",
-                  f"  sync / bare GETs: {_median(small, 'ratio'):.2f} (per round "
-                  + ", ".join(f"{r['ratio']:.2f}" for r in small) + ")"]
+        def rate(label: str, key: str) -> str:
+            return (f"  {label:<32} {_median(small, key):8.0f} files/s  "
+                    f"({min(r[key] for r in small):.0f}-{max(r[key] for r in small):.0f})")
+
+        def ratio(label: str, key: str) -> str:
+            return f"  {label}: {_median(small, key):.2f} (per round " + ", ".join(f"{r[key]:.2f}" for r in small) + ")"
+
+        lines += [f"\n{res['small_files']} files of {res['small_kib']} KiB ({res['file_workers']} file workers, "
+                  f"{res['fetch_processes']} fetch processes)",
+                  rate(f"bare GETs, {BARE_THREADS} threads", "bare_files_per_s")]
+        same = "bare_same_files_per_s" in small[0]
+        if same:
+            lines.append(rate(f"bare GETs, {res['file_workers']} threads", "bare_same_files_per_s"))
+        lines += [rate("hubgate sync", "sync_files_per_s"), ratio(f"sync / bare GETs ({BARE_THREADS} threads)", "ratio")]
+        if same:
+            lines.append(ratio(f"sync / bare GETs ({res['file_workers']} threads)", "ratio_same"))
         for r in small:
             run = r["sync"]
             lines.append(f"    round: hubgate {run['hubgate_cores']:.2f} cores (its scanner {run['scanner_cores']:.2f}), "
@@ -412,7 +454,9 @@ def main() -> int:
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=1000)
     parser.add_argument("--small-kib", type=int, default=16)
-    parser.add_argument("--file-workers", type=int, default=4, help="HUBGATE_SYNC_FILE_WORKERS for the small files")
+    parser.add_argument("--file-workers", type=int, default=8, help="HUBGATE_SYNC_FILE_WORKERS for the small files")
+    parser.add_argument("--fetch-processes", type=int, default=2,
+                        help="HUBGATE_SYNC_FETCH_PROCESSES: child processes for the small files (0: threads only)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-small", action="store_true")
@@ -429,7 +473,8 @@ def main() -> int:
     child = None
     res: dict[str, Any] = {"cores": os.cpu_count(), "loadavg_start": round(os.getloadavg()[0], 2), "big_mib": args.big_mib,
                            "small_files": args.small_files, "small_kib": args.small_kib,
-                           "file_workers": args.file_workers, "big": [], "small": []}
+                           "file_workers": args.file_workers, "fetch_processes": args.fetch_processes,
+                           "big": [], "small": []}
     try:
         write_safetensors(work / "big.bin", args.big_mib * MiB)
         child = ctx.Process(target=serve_fake_hub, args=(str(work / "big.bin"), args.small_files,
@@ -437,6 +482,14 @@ def main() -> int:
         child.start()
         info = parent.recv()
         runs = Runs(args.quiet_budget)
+        if not args.skip_small and args.fetch_processes:
+            # A worker starts its fetch processes once, at its first sync with many small files, and keeps
+            # them: an untimed sync first, so the rounds measure the steady state.
+            meta, worker = sync_once(info["url"], info["cdn_url"], work / "data-warmup", SMALL_REPO, args.file_workers,
+                                     args.fetch_processes)
+            worker.run_once()
+            meta["svc"].close()
+            shutil.rmtree(work / "data-warmup", ignore_errors=True)
         for r in range(args.rounds):
             if not args.skip_big:
                 res["big"].append(big_round(args, info, work, runs, r))

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from mirror.digests import Digests
+from mirror.fetchpool import NO_RETRY, ChunkResult, FetchPool, stream_into
 from mirror.telemetry import SYNC_BYTES, SYNC_FILES, TELEMETRY
 from mirror.publishing import publish_manifest
 from mirror.xet.builder import XetBuilder
@@ -29,9 +30,7 @@ from mirror.scan import check_tree
 from mirror.scan.gate import Decisions, Gate, Prescan, decide
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobBatch, BlobStore, BlobWriter
-from mirror.upstream import (
-    HubUpstream, UpstreamError, UpstreamFile, UpstreamGatedError, UpstreamNotFoundError, UpstreamRefusedError,
-)
+from mirror.upstream import HubUpstream, UpstreamError, UpstreamFile
 from registry import access, knownblobs, policy, workflow
 from registry.db import session_scope
 from registry.errors import ContentBlockedError
@@ -41,21 +40,22 @@ from registry.types import RepoRef, is_commit_sha
 
 log = logging.getLogger(__name__)
 
-# Answers that another try cannot change: not found, gated, or refused by the egress rules (a redirect
-# off the allowlist, another commit than the one being synced).
-_NO_RETRY = (UpstreamNotFoundError, UpstreamGatedError, UpstreamRefusedError)
-
-
 @dataclass(frozen=True)
 class SyncOptions:
-    file_workers: int = 4
+    file_workers: int = 8
     range_workers: int = 4
     part_size: int = 16 * 1024 * 1024
     parallel_threshold: int = 64 * 1024 * 1024
     resume_attempts: int = 5
     # How often fetched blobs are made durable, recorded (KnownBlob rows, progress) and handed to the content
     # scan: at most this much work is lost to a crash, and this much waits for the scan after the last file.
-    progress_interval: float = 0.25
+    progress_interval: float = 0.1
+    # How often the progress alone (bytes of files still downloading) is written when no file was stored.
+    report_interval: float = 1.0
+    # With a FetchPool, files below parallel_threshold go to its child processes in chunks of this many, when
+    # a sync has at least pool_min_files of them (fewer are not worth the pipe).
+    pool_chunk: int = 64
+    pool_min_files: int = 64
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,10 @@ class Syncer:
     def __init__(
         self, engine: Engine, store: BlobStore, upstream: HubUpstream | Callable[[], HubUpstream],
         options: SyncOptions | None = None, *, signer: Signer | None = None, instance: str = "hubgate",
-        gate: Gate | None = None, xet: XetBuilder | None = None,
+        gate: Gate | None = None, xet: XetBuilder | None = None, fetch_pool: FetchPool | None = None,
     ) -> None:
-        """``upstream`` may be a factory, asked again at the start of every job (a new token takes effect)."""
+        """``upstream`` may be a factory, asked again at the start of every job (a new token takes effect).
+        ``fetch_pool``: child processes for many small files (mirror/fetchpool.py); without it, threads only."""
         self.engine, self.store = engine, store
         self._upstream_factory = upstream if callable(upstream) and not isinstance(upstream, HubUpstream) else None
         # With a factory the client is asked for per job: a sealed side (no upstream) still starts its worker.
@@ -100,6 +101,7 @@ class Syncer:
         self.signer, self.instance = signer, instance
         self.gate = gate or Gate(store, signer=signer)
         self.xet = xet  # HUBGATE_XET=on: builds the Xet form of large files once published
+        self.fetch_pool = fetch_pool
 
     def connect(self) -> HubUpstream:
         """The upstream client for the next job; a factory is asked again (a new token takes effect).
@@ -146,23 +148,7 @@ class Syncer:
             return w.commit()
 
     def _fetch_stream(self, repo: RepoRef, commit: str, f: UpstreamFile, w: BlobWriter, progress: Progress) -> None:
-        failures = 0
-        while True:
-            start = w.written
-            try:
-                with self.upstream.open(repo, commit, f.path, start=start) as chunks:
-                    for chunk in chunks:
-                        w.write(chunk)
-                        progress.fetched(len(chunk))
-                if w.written >= f.size:
-                    return
-                raise UpstreamError(f"{f.path}: upstream closed after {w.written} of {f.size} bytes")
-            except (httpx.TransportError, UpstreamError) as exc:
-                if isinstance(exc, _NO_RETRY) or failures >= self.options.resume_attempts:
-                    raise
-                failures = 0 if w.written > start else failures + 1
-                log.warning("%s: %s; resuming at byte %d", f.path, exc, w.written)
-                time.sleep(min(2 ** failures * 0.2, 5))
+        stream_into(self.upstream, repo, commit, f, w, lambda n: progress.fetched(n), self.options.resume_attempts)
 
     def _fetch_part(self, repo: RepoRef, commit: str, path: str, start: int, end: int) -> bytes:
         for attempt in range(self.options.resume_attempts + 1):
@@ -173,7 +159,7 @@ class Syncer:
                     raise UpstreamError(f"{path}: part {start}-{end} came back with {len(data)} bytes")
                 return data
             except (httpx.TransportError, UpstreamError) as exc:
-                if isinstance(exc, _NO_RETRY) or attempt == self.options.resume_attempts:
+                if isinstance(exc, NO_RETRY) or attempt == self.options.resume_attempts:
                     raise
                 time.sleep(min(2**attempt * 0.2, 5))
         raise AssertionError("unreachable")
@@ -249,7 +235,8 @@ class Syncer:
 
     def _fetch_all(self, repo: RepoRef, commit: str, todo: list[UpstreamFile], request_pk: int, progress: Progress,
                    entries: dict[str, ManifestEntry], prescan: Prescan) -> None:
-        """Fetch ``todo`` with ``file_workers`` threads into ``entries``.
+        """Fetch ``todo`` into ``entries``: with ``file_workers`` threads here, or many small files in the fetch
+        pool's child processes (``_plan_chunks``), whose blobs this batch adopts.
 
         Blobs are committed in batches (mirror/storage/blobs.py BlobBatch): every progress interval
         (and at the end, and on a failure) the batch is flushed, which makes its blobs durable and
@@ -270,40 +257,73 @@ class Syncer:
             for e in done:
                 prescan.add(e.path, e.sha256, e.size)
 
+        def record(f: UpstreamFile, d: Digests) -> None:
+            entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
+                                            lfs=f.lfs_sha256 is not None)
+            flushed.append(entries[f.path])
+
+        def take(fut: Future) -> None:  # type: ignore[type-arg]
+            """Record what a finished fetch verified (a file, or a child's chunk of files); raise its error."""
+            what = futures[fut]
+            if isinstance(what, UpstreamFile):
+                record(what, fut.result())
+                return
+            chunk: ChunkResult = FetchPool.check(fut)
+            batch.adopt(chunk.staged)
+            progress.fetched(chunk.nbytes)
+            by_path = {f.path: f for f in what}
+            for path, d in chunk.done:
+                record(by_path[path], d)
+            if chunk.error is not None:
+                raise chunk.error
+
         with self.store.batch() as batch, ThreadPoolExecutor(self.options.file_workers,
                                                              thread_name_prefix="fetch") as pool:
-            futures = {pool.submit(self.fetch, repo, commit, f, progress, batch): f for f in todo}
+            futures: dict[Future, UpstreamFile | list[UpstreamFile]] = {}  # type: ignore[type-arg]
+            here, chunks = self._split(todo)
+            for f in here:
+                futures[pool.submit(self.fetch, repo, commit, f, progress, batch)] = f
+            for chunk in chunks:
+                assert self.fetch_pool is not None
+                futures[self.fetch_pool.submit(self.upstream.spec, repo, commit, chunk,
+                                               self.options.resume_attempts)] = chunk
             remaining = set(futures)
+            reported = time.monotonic()
             try:
                 while remaining:
                     done, remaining = wait(remaining, timeout=self.options.progress_interval,
                                            return_when=FIRST_EXCEPTION)
                     for fut in done:
-                        f = futures[fut]
-                        if fut.exception() is not None:
-                            for other in remaining:
-                                other.cancel()
-                            raise fut.exception()  # type: ignore[misc]
-                        d = fut.result()
-                        entries[f.path] = ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
-                                                        lfs=f.lfs_sha256 is not None)
-                        flushed.append(entries[f.path])
-                    flush()
+                        take(fut)
+                    if flushed or not remaining or time.monotonic() - reported >= self.options.report_interval:
+                        flush()
+                        reported = time.monotonic()
             except BaseException:
                 # Keep what was verified (a retry then skips it): the other fetches finish or fail first.
                 for other in remaining:
                     other.cancel()
                 wait(remaining)
                 for fut in remaining:
-                    if not fut.cancelled() and fut.exception() is None:
-                        d, f = fut.result(), futures[fut]
-                        flushed.append(ManifestEntry(path=f.path, size=d.size, sha256=d.sha256, git_oid=d.git_oid,
-                                                     lfs=f.lfs_sha256 is not None))
+                    if not fut.cancelled():
+                        try:
+                            take(fut)
+                        except Exception:  # noqa: BLE001 - the first error is the one to report
+                            pass
                 try:
                     flush()
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     log.exception("sync %s@%s: could not keep the blobs fetched before the failure", repo, commit)
                 raise
+
+    def _split(self, todo: list[UpstreamFile]) -> tuple[list[UpstreamFile], list[list[UpstreamFile]]]:
+        """The files fetched by threads here, and the chunks for the fetch pool's children: the files below the
+        range threshold, when there are at least ``pool_min_files`` of them."""
+        o = self.options
+        small = [f for f in todo if f.size < o.parallel_threshold]
+        if self.fetch_pool is None or len(small) < o.pool_min_files:
+            return todo, []
+        return ([f for f in todo if f.size >= o.parallel_threshold],
+                [small[i:i + o.pool_chunk] for i in range(0, len(small), o.pool_chunk)])
 
     def _ref(self, repo: RepoRef, revision: str) -> RefName:
         """The ref to publish: a short name is a tag here when it is a tag upstream, else a branch."""

@@ -150,7 +150,9 @@ def insert_ignore(session: Session, model: type[SQLModel], rows: Sequence[dict[s
         raise NotImplementedError(f"insert_ignore does not know the {dialect} dialect")
     # RETURNING counts the rows inserted on both dialects (rowcount does not, with executemany or psycopg).
     stmt = stmt.returning(*table.primary_key.columns)
-    return len(session.execute(stmt, list(rows)).all())
+    session.flush()  # what the session holds goes first, as Session.execute would (rows may refer to it)
+    # On the connection: a Core statement, without the ORM's per-row bulk-insert bookkeeping.
+    return len(session.connection().execute(stmt, list(rows)).all())
 
 
 # Named locks taken by threads of one process: a fixed set of stripes (no state grows with the names).

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from registry import audit
@@ -78,7 +78,9 @@ def publish(
         }], conflict=("repo_pk", "commit")))
         snap = session.exec(query.execution_options(populate_existing=True)).one()
     if created and manifest.files:
-        session.execute(insert(SnapshotFile), [  # one statement for the file rows, however many
+        # One Core statement for the file rows, however many (the ORM's bulk insert builds an object state per row:
+        # a tenth of a 1,000-file sync's CPU in the worker).
+        session.connection().execute(SnapshotFile.__table__.insert(), [  # type: ignore[attr-defined]
             {"snapshot_pk": snap.pk, "path": f.path, "size": f.size, "sha256": f.sha256, "git_oid": f.git_oid,
              "lfs": f.lfs} for f in manifest.files
         ])

@@ -131,6 +131,18 @@ class BlobBatch:
         """Make the blobs committed so far durable and visible; returns how many. Raises StorageError."""
         return self._inner.flush() if self._inner is not None else 0
 
+    def hand_off(self) -> list[tuple[str, str]]:
+        """The blobs committed so far, unflushed, for a batch of the same store in another process to ``adopt``
+        (mirror/fetchpool.py); this batch forgets them. Empty on a store without batches."""
+        return self._inner.hand_off() if self._inner is not None else []
+
+    def adopt(self, staged: list[tuple[str, str]]) -> None:
+        """Flush, with this batch, blobs that another process's batch of the same store handed off."""
+        if staged:
+            if self._inner is None:
+                raise StorageError("This store has no batches: nothing can be handed to one")
+            self._inner.adopt(staged)
+
     def __enter__(self) -> "BlobBatch":
         return self
 

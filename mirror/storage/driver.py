@@ -76,6 +76,15 @@ class WriteBatch(Protocol):
         """Discard every object added and not flushed."""
         ...
 
+    def hand_off(self) -> list[tuple[str, str]]:
+        """Give up the objects added and not flushed, as names another process's batch of the same store can
+        ``adopt`` (plain strings: they cross a pipe)."""
+        ...
+
+    def adopt(self, staged: list[tuple[str, str]]) -> None:
+        """Take over objects another process's batch handed off; they are flushed with this batch."""
+        ...
+
 
 class StorageDriver(Protocol):
     name: str

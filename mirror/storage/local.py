@@ -166,14 +166,14 @@ class LocalBatch:
 
     def __init__(self, driver: "LocalDriver") -> None:
         self._driver = driver
-        self._staged: list[tuple[Path, Path]] = []
+        self._staged: list[tuple[str, str]] = []  # (temp file, final file); plain strings: cheap by the thousand
         self._lock = threading.Lock()
 
     def add(self, writer: object, key: str) -> None:
         if not isinstance(writer, _LocalWriter):
             raise TypeError(f"a LocalBatch takes the local driver's writers, not {type(writer).__name__}")
-        final = self._driver._path(key)
-        tmp = writer.close_unsynced()
+        final = self._driver._file(key)
+        tmp = str(writer.close_unsynced())
         with self._lock:
             self._staged.append((tmp, final))
 
@@ -187,13 +187,14 @@ class LocalBatch:
                 self._sync_all()
             else:
                 list(_flush_pool().map(_fsync_file, [tmp for tmp, _ in staged]))
+            for folder in {os.path.dirname(final) for _, final in staged}:
+                os.makedirs(folder, exist_ok=True)
             for tmp, final in staged:
-                final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
             if _SYNCFS is not None:
                 self._sync_all()
             else:
-                list(_flush_pool().map(_fsync_dir, sorted({final.parent for _, final in staged})))
+                list(_flush_pool().map(_fsync_dir, sorted({os.path.dirname(final) for _, final in staged})))
         except OSError as exc:
             raise StorageError(f"Cannot make {len(staged)} stored files durable: {exc}") from exc
         return len(staged)
@@ -212,7 +213,30 @@ class LocalBatch:
         with self._lock:
             staged, self._staged = self._staged, []
         for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def hand_off(self) -> list[tuple[str, str]]:
+        """Give up the staged files, unflushed, as (temp file, key) names relative to the store's root, for a
+        batch of the same store in another process to ``adopt``."""
+        with self._lock:
+            staged, self._staged = self._staged, []
+        root = str(self._driver.root)
+        return [(os.path.relpath(tmp, root), os.path.relpath(final, root)) for tmp, final in staged]
+
+    def adopt(self, staged: list[tuple[str, str]]) -> None:
+        """Take over files another process staged in the same store (``hand_off``): flushed with this batch."""
+        tmp_dir = os.path.join(self._driver.root, _TMP_DIR)
+        pairs = []
+        for tmp_name, key in staged:
+            prefix, _, name = tmp_name.partition("/")
+            if prefix != _TMP_DIR or not name or "/" in name or name in (".", ".."):
+                raise StorageError(f"Not a staged temp file of this store: {tmp_name!r}")
+            pairs.append((os.path.join(tmp_dir, name), self._driver._file(key)))
+        with self._lock:
+            self._staged.extend(pairs)
 
 
 def _fsync_file(path: Path) -> None:
@@ -229,19 +253,24 @@ class LocalDriver:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._root_str = str(self.root)
         try:
             (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"Cannot create the storage folder {self.root}: {exc}") from exc
 
     def _path(self, key: str) -> Path:
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        """The file of ``key``, as a string (no Path objects on the per-blob paths)."""
         if not key or key.startswith("/") or ".." in key.split("/") or key.startswith(_TMP_DIR):
             raise StorageError(f"Invalid storage key {key!r}")
-        return self.root / key
+        return os.path.join(self._root_str, key)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            st = self._path(key).stat()
+            st = os.stat(self._file(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat.S_ISREG(st.st_mode):  # a folder is a key prefix, not an object
