@@ -33,6 +33,7 @@ import httpx
 from mirror.digests import Digests
 from mirror.settings import StorageSettings
 from mirror.storage.blobs import BlobStore, BlobWriter
+from mirror.telemetry import TELEMETRY
 from mirror.upstream import (
     HubUpstream,
     UpstreamError,
@@ -82,6 +83,7 @@ class ChunkResult:
     staged: list[tuple[str, str]] = field(default_factory=list)  # for the parent's batch to adopt
     nbytes: int = 0
     error: BaseException | None = None
+    telemetry: dict[tuple[str, str], float] = field(default_factory=dict)  # what the child counted meanwhile
 
 
 # ----------------------------------------------------------------------------- the child side
@@ -134,6 +136,7 @@ def _fetch_chunk(storage: StorageSettings, spec: UpstreamSpec, repo: RepoRef, co
                  files: list[UpstreamFile], threads: int, resume_attempts: int) -> ChunkResult:
     store, upstream, pool = _child_objects(storage, spec, threads)
     result = ChunkResult()
+    counted_before = TELEMETRY.snapshot()  # a child runs one chunk at a time
     batch = store.batch()
     counted = threading.Lock()
 
@@ -155,6 +158,8 @@ def _fetch_chunk(storage: StorageSettings, spec: UpstreamSpec, repo: RepoRef, co
             if result.error is None:
                 result.error = _portable(exc, f.path)
     result.staged = batch.hand_off()
+    result.telemetry = {k: v - counted_before.get(k, 0) for k, v in TELEMETRY.snapshot().items()
+                        if v != counted_before.get(k, 0)}
     return result
 
 
@@ -201,9 +206,13 @@ class FetchPool:
 
     @staticmethod
     def check(fut: Future[ChunkResult]) -> ChunkResult:
-        """The chunk's result; a dead child (BrokenProcessPool) becomes an UpstreamError and new children."""
+        """The chunk's result, with what the child counted (upstream retries and errors) added to this process's
+        metrics; a dead child (BrokenProcessPool) becomes an UpstreamError and new children."""
         try:
-            return fut.result()
+            result = fut.result()
+            for (name, label), n in result.telemetry.items():
+                TELEMETRY.add(name, n, label)
+            return result
         except BrokenProcessPool as exc:
             with _executors_lock:
                 broken = [p for p in _executors.values() if getattr(p, "_broken", False)]

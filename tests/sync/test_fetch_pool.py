@@ -196,3 +196,29 @@ def test_a_batch_adopts_what_another_batch_of_the_store_handed_off_and_refuses_o
         with pytest.raises(StorageError):
             taking.adopt([bad])
     assert taking.flush() == 0, "a refused hand-off adds nothing"
+
+
+def test_what_a_fetch_process_counts_reaches_the_worker_metrics_and_its_error_the_worker(tmp_path: Path) -> None:
+    import socket
+
+    from mirror.egress import EgressPolicy
+    from mirror.fetchpool import FetchPool
+    from mirror.settings import StorageSettings
+    from mirror.telemetry import TELEMETRY, UPSTREAM_ERRORS, UPSTREAM_RETRIES
+    from mirror.upstream import UpstreamError, UpstreamFile, UpstreamSpec
+    from registry.types import RepoRef
+
+    with socket.socket() as s:  # a port nothing listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = UpstreamSpec(f"http://127.0.0.1:{port}", None, EgressPolicy(allow_private=True), 5.0, 2, 0.01, 0.01)
+    pool = FetchPool(StorageSettings(backend="local", local_root=tmp_path / "store"), processes=1, threads=2)
+    files = [UpstreamFile(f"f{i}.txt", 3, "a" * 40, None) for i in range(2)]
+    before = TELEMETRY.snapshot()
+    result = FetchPool.check(pool.submit(spec, RepoRef.parse("model", "acme/x"), "b" * 40, files, resume_attempts=0))
+
+    assert isinstance(result.error, UpstreamError) and "unreachable" in str(result.error), result.error
+    assert result.done == [] and result.staged == []
+    after = TELEMETRY.snapshot()
+    grew = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert grew == {(UPSTREAM_RETRIES, "ConnectError"): 4, (UPSTREAM_ERRORS, "ConnectError"): 2}, grew
