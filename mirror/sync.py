@@ -148,7 +148,7 @@ class Syncer:
             return w.commit()
 
     def _fetch_stream(self, repo: RepoRef, commit: str, f: UpstreamFile, w: BlobWriter, progress: Progress) -> None:
-        stream_into(self.upstream, repo, commit, f, w, lambda n: progress.fetched(n), self.options.resume_attempts)
+        stream_into(self.upstream, repo, commit, f, w, progress.fetched, self.options.resume_attempts)
 
     def _fetch_part(self, repo: RepoRef, commit: str, path: str, start: int, end: int) -> bytes:
         for attempt in range(self.options.resume_attempts + 1):
@@ -236,7 +236,7 @@ class Syncer:
     def _fetch_all(self, repo: RepoRef, commit: str, todo: list[UpstreamFile], request_pk: int, progress: Progress,
                    entries: dict[str, ManifestEntry], prescan: Prescan) -> None:
         """Fetch ``todo`` into ``entries``: with ``file_workers`` threads here, or many small files in the fetch
-        pool's child processes (``_plan_chunks``), whose blobs this batch adopts.
+        pool's child processes (``_split``), whose blobs this batch adopts.
 
         Blobs are committed in batches (mirror/storage/blobs.py BlobBatch): every progress interval
         (and at the end, and on a failure) the batch is flushed, which makes its blobs durable and
