@@ -36,7 +36,7 @@ NO_PROGRESS: Progress = _NoProgress()
 
 
 class CountingReader:
-    """A reader that reports the bytes read through it (``read`` only: for sources copied with read loops)."""
+    """A reader that reports the bytes read through it (``read`` and ``readinto``: for sources copied with read loops)."""
 
     def __init__(self, inner: BinaryIO, progress: Progress) -> None:
         self._inner, self._progress = inner, progress
@@ -46,6 +46,12 @@ class CountingReader:
         if data:
             self._progress.advance(len(data))
         return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._progress.advance(n)
+        return n
 
     def seekable(self) -> bool:
         return False  # a seek back would count bytes twice

@@ -158,7 +158,8 @@ def test_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log(tmp_path: Path)
     assert logged.returncode == 0, logged.stderr
     lines = [line for line in logged.stderr.splitlines() if line.startswith("import: ")]
     assert any("copying" in line and "/ 50.3 MB" in line for line in lines), logged.stderr
-    assert any(line.endswith("2/2 files") and " in " in line for line in lines), logged.stderr
+    done = [line for line in lines if line.endswith("2/2 files") and " in " in line]
+    assert done and "50.3 MB / 50.3 MB 100%" in done[-1], logged.stderr  # the bytes are counted as they are read
     assert "\r" not in logged.stderr
 
     main, child = pty.openpty()
