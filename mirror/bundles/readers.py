@@ -17,16 +17,18 @@ import stat
 import sys
 import tarfile
 import unicodedata
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from mirror.bundles.format import (
     CHUNK_SIZE, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MAX_INDEX_SIZE, MAX_SIG_SIZE, SIG_SUFFIX,
     VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, VolumeList, sha256_hex,
     verify_detached,
 )
+from mirror.readahead import READ_AHEAD_MIN, ReadAhead
 from registry.errors import InvalidInputError
 from registry.types import validate_path
 
@@ -50,30 +52,39 @@ def read_verified(member: Member, sink: Callable[[bytes], None] | None = None, *
 
     ``check_sha256=False`` is for a sink that verifies the digests itself (a blob writer).
     ``reuse_buffer``: the sink consumes each chunk before it returns (a blob writer), so the member is read
-    into one reused buffer and the sink gets views of it (no fresh memory per chunk).
+    into reused buffers and the sink gets views of them (no fresh memory per chunk); a big member is read one
+    chunk ahead (mirror/readahead.py) while the sink handles the current one.
     Raises BundleError on a mismatch.
     """
     e, h, got = member.entry, hashlib.sha256(), 0
     with member.open() as f:
         readinto = getattr(f, "readinto", None) if reuse_buffer else None
-        buffer = bytearray(CHUNK_SIZE) if readinto is not None else None
-        while got <= e.size:  # one byte more than announced reveals a member that is too long
-            want = min(CHUNK_SIZE, e.size - got + 1)
-            if buffer is not None:
-                data: bytes | memoryview = memoryview(buffer)[: readinto(memoryview(buffer)[:want])]  # type: ignore[misc]
-            else:
-                data = f.read(want)
-            if not data:
-                break
-            got += len(data)
-            if check_sha256:
-                h.update(data)
-            if sink is not None and got <= e.size:
-                sink(data)
+        # Up to one byte more than announced: it reveals a member that is too long.
+        ahead = ReadAhead(readinto, CHUNK_SIZE, limit=e.size + 1) \
+            if readinto is not None and e.size >= READ_AHEAD_MIN else None
+        with ahead or nullcontext():
+            for data in ahead if ahead is not None else _read_in_turn(f, readinto, e.size + 1):
+                got += len(data)
+                if check_sha256:
+                    h.update(data)
+                if sink is not None and got <= e.size:
+                    sink(data)
     if got != e.size:
         raise BundleError(f"{e.path}: size mismatch: the index says {e.size} bytes, the bundle holds {got}")
     if check_sha256 and h.hexdigest() != e.sha256:
         raise BundleError(f"{e.path}: sha256 mismatch: the bundle was altered or damaged")
+
+
+def _read_in_turn(f: BinaryIO, readinto: Any, limit: int) -> Iterator[bytes | memoryview]:
+    """Up to ``limit`` bytes of ``f`` in chunks, into one reused buffer where ``readinto`` is given."""
+    buffer = memoryview(bytearray(CHUNK_SIZE)) if readinto is not None else None
+    while limit > 0:
+        want = min(CHUNK_SIZE, limit)
+        data = buffer[: readinto(buffer[:want])] if buffer is not None else f.read(want)
+        if not data:
+            return
+        limit -= len(data)
+        yield data
 
 
 def read_small(member: Member) -> bytes:

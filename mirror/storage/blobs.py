@@ -13,13 +13,15 @@ import hashlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 from mirror.digests import Digests, Hasher, check
 from mirror.errors import BlobCorruptError, BlobNotFoundError, ObjectNotFoundError, StorageError
+from mirror.readahead import READ_AHEAD_MIN, ReadAhead
 from mirror.storage import layout
 from mirror.storage.driver import ObjectInfo, ObjectWriter, StorageDriver
 from registry.manifest import Manifest
@@ -33,6 +35,21 @@ _PARALLEL_WRITE_MIN = 1024 * 1024
 @functools.cache
 def _write_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-write")
+
+
+def write_beside_hashing(hasher: Hasher, write: Callable[[bytes | memoryview], object], data: bytes | memoryview) -> None:
+    """Hash ``data`` and ``write`` it. For a big chunk the write (a copy into the page cache, throttled to the
+    disk's pace when the cache is full, or an upload) runs beside the hashing, which itself runs sha256 and
+    sha1 side by side: all three release the GIL, so a chunk costs the slowest of them, not their sum."""
+    if len(data) < _PARALLEL_WRITE_MIN:
+        hasher.update(data)
+        write(data)
+        return
+    pending = _write_pool().submit(write, data)
+    try:
+        hasher.update(data)
+    finally:
+        pending.result()
 
 
 class BlobWriter:
@@ -51,18 +68,7 @@ class BlobWriter:
 
     def write(self, data: bytes | memoryview) -> None:
         assert self._writer is not None, "writer is closed"
-        if len(data) < _PARALLEL_WRITE_MIN:
-            self._hasher.update(data)
-            self._writer.write(data)
-            return
-        # The file write (a copy into the page cache, throttled to the disk's pace when the cache is
-        # full) runs beside the hashing, which itself runs sha256 and sha1 side by side: all three
-        # release the GIL, so a chunk costs the slowest of them, not their sum.
-        pending = _write_pool().submit(self._writer.write, data)
-        try:
-            self._hasher.update(data)
-        finally:
-            pending.result()
+        write_beside_hashing(self._hasher, self._writer.write, data)
 
     @property
     def written(self) -> int:
@@ -100,14 +106,19 @@ class BlobWriter:
             self.cancel()
 
 
-def _chunks(source: BinaryIO, chunk_size: int) -> Iterator[bytes | memoryview]:
-    """``source``'s bytes in chunks; one reused buffer where it can ``readinto`` (each chunk is consumed before
-    the next is read: a BlobWriter's ``write`` returns once it has hashed and stored it). A fresh buffer per
-    chunk costs page faults, on the project's VM more than the hashing (1.5 vs 2-3.7 CPU s per GiB)."""
+def _chunks(source: BinaryIO, chunk_size: int, size: int) -> Generator[bytes | memoryview, None, None]:
+    """``source``'s bytes in chunks; reused buffers where it can ``readinto`` (each chunk is consumed before
+    the next is asked for: a BlobWriter's ``write`` returns once it has hashed and stored it). A fresh buffer
+    per chunk costs page faults, on the project's VM more than the hashing (1.5 vs 2-3.7 CPU s per GiB).
+    A source of ``size`` >= READ_AHEAD_MIN is read one chunk ahead on a helper thread."""
     readinto = getattr(source, "readinto", None)
     if readinto is None:
         while chunk := source.read(chunk_size):
             yield chunk
+        return
+    if size >= READ_AHEAD_MIN:
+        with ReadAhead(readinto, chunk_size) as ahead:
+            yield from ahead
         return
     buffer = bytearray(chunk_size)
     view = memoryview(buffer)
@@ -211,13 +222,15 @@ class BlobStore:
         seekable = getattr(source, "seekable", None)
         if sha256 is None and not self.driver.cheap_move and seekable is not None and seekable() and size > chunk_size:
             h = hashlib.sha256()
-            for chunk in _chunks(source, chunk_size):
-                h.update(chunk)
+            with closing(_chunks(source, chunk_size, size)) as chunks:
+                for chunk in chunks:
+                    h.update(chunk)
             sha256 = h.hexdigest()
             source.seek(0)
         with self.ingest(size=size, sha256=sha256, git_oid=git_oid, what=what, batch=batch) as w:
-            for chunk in _chunks(source, chunk_size):
-                w.write(chunk)
+            with closing(_chunks(source, chunk_size, size)) as chunks:
+                for chunk in chunks:
+                    w.write(chunk)
             return w.commit()
 
     def redirect_url(self, sha256: str, *, filename: str) -> str | None:

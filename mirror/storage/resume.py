@@ -23,7 +23,7 @@ from typing import Any
 from mirror.digests import Digests, Hasher, check
 from mirror.errors import DigestMismatchError
 from mirror.storage import layout
-from mirror.storage.blobs import BlobStore
+from mirror.storage.blobs import BlobStore, write_beside_hashing
 from mirror.storage.driver import PartialWrite
 
 
@@ -39,8 +39,7 @@ class ResumableWriter:
         self.resumed_at = min(partial.kept, size)  # claimed; checked as the bytes arrive
 
     def write(self, data: bytes | memoryview) -> None:
-        self._hasher.update(data)
-        self._partial.write(data)
+        write_beside_hashing(self._hasher, self._partial.write, data)
 
     @property
     def written(self) -> int:
