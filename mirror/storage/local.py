@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mirror.errors import ObjectNotFoundError, StorageError
+from mirror.storage.direct import DirectFile
 from mirror.storage.driver import ObjectInfo
 
 _TMP_DIR = ".tmp"
@@ -86,14 +87,14 @@ _WRITEBACK_EVERY = 8 * 1024 * 1024
 class _LocalWriter:
     def __init__(self, final: Path, tmp: Path) -> None:
         self._final, self._tmp = final, tmp
-        self._f: BinaryIO | None = open(tmp, "xb")
+        self._f: DirectFile | None = DirectFile(tmp, "xb")
         self._written = self._kicked = 0
 
     def write(self, data: bytes | memoryview) -> None:
         assert self._f is not None, "writer is closed"
         self._f.write(data)
         self._written += len(data)
-        if self._written - self._kicked >= _WRITEBACK_EVERY and _SYNC_FILE_RANGE is not None:
+        if self._written - self._kicked >= _WRITEBACK_EVERY and _SYNC_FILE_RANGE is not None and not self._f.direct:
             # Start writing what is written so far to the disk now, without waiting for it: the disk
             # works while the next bytes arrive and are hashed, and commit's fsync only waits for the
             # tail. (Left to itself the kernel starts only when gigabytes are dirty, so a big blob's
@@ -106,7 +107,10 @@ class _LocalWriter:
         """Close the temp file without fsync and hand it over (to a ``LocalBatch``)."""
         assert self._f is not None, "writer is closed"
         f, self._f = self._f, None
-        f.close()
+        try:
+            f.flush()
+        finally:
+            f.close()
         return self._tmp
 
     def commit(self) -> None:
@@ -134,7 +138,7 @@ def _flush_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
 
 
-def _durable_rename(f: BinaryIO, tmp: Path, final: Path) -> None:
+def _durable_rename(f: BinaryIO | DirectFile, tmp: Path, final: Path) -> None:
     """Close ``f`` (the temp file ``tmp``) with its bytes on disk, then rename it to ``final`` durably: a key
     never names a partial file, even after a crash."""
     try:
@@ -376,7 +380,7 @@ class LocalPartial:
 
     def __init__(self, final: Path, path: Path) -> None:
         self._final, self.path = final, path
-        self._f: BinaryIO | None = None
+        self._f: DirectFile | None = None
 
     def existing(self) -> BinaryIO | None:
         try:
@@ -386,7 +390,7 @@ class LocalPartial:
 
     def write(self, data: bytes | memoryview) -> None:
         if self._f is None:
-            self._f = open(self.path, "ab")
+            self._f = DirectFile(self.path, "ab")
         self._f.write(data)
 
     def truncate(self, size: int) -> None:
@@ -395,15 +399,21 @@ class LocalPartial:
             f.truncate(size)
 
     def commit(self) -> None:
-        f = self._f if self._f is not None else open(self.path, "ab")
+        f = self._f if self._f is not None else DirectFile(self.path, "ab")
         self._f = None
         _durable_rename(f, self.path, self._final)
 
     def close(self) -> None:
+        """Keep what is written, for a later run."""
+        if self._f is not None:
+            f, self._f = self._f, None
+            try:
+                f.flush()
+            finally:
+                f.close()
+
+    def discard(self) -> None:
         if self._f is not None:
             f, self._f = self._f, None
             f.close()
-
-    def discard(self) -> None:
-        self.close()
         self.path.unlink(missing_ok=True)
