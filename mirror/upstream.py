@@ -337,8 +337,10 @@ class HubUpstream:
         return f"{self.base_url}/{prefix}{repo.id}/resolve/{commit}/{quote(path)}"
 
     @contextmanager
-    def open(self, repo: RepoRef, commit: str, path: str, *, start: int = 0, end: int | None = None) -> Iterator[Iterator[bytes]]:
-        """Stream bytes [start, end] of a file (end inclusive; None = to the end) as raw chunks."""
+    def open(self, repo: RepoRef, commit: str, path: str, *, start: int = 0, end: int | None = None,
+             chunk_size: int | None = 1024 * 1024) -> Iterator[Iterator[bytes]]:
+        """Stream bytes [start, end] of a file (end inclusive; None = to the end) as raw chunks of ``chunk_size``
+        (None: as the network delivers them, without re-chunking)."""
         headers = {"accept-encoding": "identity"}
         if start or end is not None:
             headers["range"] = f"bytes={start}-{'' if end is None else end}"
@@ -346,7 +348,7 @@ class HubUpstream:
         try:
             if "range" in headers and response.status_code != 206:
                 raise UpstreamError(f"Upstream ignored a Range request for {path} ({response.status_code})")
-            yield response.iter_raw(1024 * 1024)
+            yield response.iter_raw(chunk_size)
         finally:
             response.close()
 

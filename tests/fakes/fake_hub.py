@@ -25,9 +25,10 @@ Test controls (all thread-safe, applied to requests that arrive afterwards):
 * ``corrupt(sha256)``: one byte of that content is flipped in transit (wherever it is served from);
 * ``throttle(sha256, bytes_per_second)``: that content is sent slowly;
 * ``cut_once(sha256, after)``: the next full download of that content drops the connection after
-  ``after`` bytes;
+  ``after`` bytes (``ranged=True``: the next Range request, after ``after`` bytes of its answer);
 * ``pad(sha256, extra)``: that content is sent with ``extra`` bytes appended (chunked, no Content-Length),
-  so the size a client receives differs from the size the tree announced;
+  so the size a client receives differs from the size the tree announced (``ranged=True``: each answer
+  to a Range request instead);
 * ``log``: every request on both origins (method, path, status, Authorization, Range, which repo,
   file and content, bytes sent, whether the body was complete).
 """
@@ -326,6 +327,8 @@ class FakeHub:
         self._throttle: dict[str, float] = {}
         self._cut: dict[str, int] = {}
         self._pad: dict[str, bytes] = {}
+        self._cut_ranged: dict[str, int] = {}
+        self._pad_ranged: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self._clock = 0
         self.hub_app = Starlette(routes=[Route("/{rest:path}", self._hub, methods=["GET", "HEAD", "POST"])])
@@ -422,16 +425,17 @@ class FakeHub:
             else:
                 self._throttle[sha256] = bytes_per_second
 
-    def cut_once(self, sha256: str, after: int) -> None:
+    def cut_once(self, sha256: str, after: int, *, ranged: bool = False) -> None:
         with self._lock:
-            self._cut[sha256] = after
+            (self._cut_ranged if ranged else self._cut)[sha256] = after
 
-    def pad(self, sha256: str, extra: bytes | None) -> None:
+    def pad(self, sha256: str, extra: bytes | None, *, ranged: bool = False) -> None:
+        pads = self._pad_ranged if ranged else self._pad
         with self._lock:
             if extra is None:
-                self._pad.pop(sha256, None)
+                pads.pop(sha256, None)
             else:
-                self._pad[sha256] = extra
+                pads[sha256] = extra
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -440,6 +444,8 @@ class FakeHub:
             self._corrupt.clear()
             self._throttle.clear()
             self._cut.clear()
+            self._pad_ranged.clear()
+            self._cut_ranged.clear()
 
     # -- plumbing
     def _entry(self, origin: str, request: Request) -> LoggedRequest:
@@ -654,8 +660,11 @@ class FakeHub:
         with self._lock:
             rate = self._throttle.get(f.sha256)
             flip = f.size // 2 if f.sha256 in self._corrupt else None
-            cut = self._cut.pop(f.sha256, None) if byte_range is None else None
-            pad = self._pad.get(f.sha256, b"") if byte_range is None else b""
+            if byte_range is None:
+                cut, pad = self._cut.pop(f.sha256, None), self._pad.get(f.sha256, b"")
+            else:
+                cut, pad = self._cut_ranged.pop(f.sha256, None), self._pad_ranged.get(f.sha256, b"")
+                cut = None if cut is None else start + cut
         if pad:
             del headers["Content-Length"]  # chunked: the body may differ from the announced size
         return StreamingResponse(self._body(f, start, end, rate, flip, cut, entry, pad), status_code=status,

@@ -147,10 +147,14 @@ def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hu
     commit = fake_hub.create_repo(repo, {"README.md": b"---\nlicense: mit\n---\n", "model.safetensors": big})
     f = commit.files["model.safetensors"]
     mark = fake_hub.log.mark()
+    fake_hub.cut_once(f.sha256, 300 * 1024, ranged=True)  # one part is cut short once: it is fetched again whole
     hubgate.approve(hubgate.request(repo)["id"])
-    assert run_with_options(hubgate, part_size=1024 * 1024, parallel_threshold=2 * 1024 * 1024, range_workers=3) == 1
+    # a window of 2 x 2 parts of 6: buffers of stored parts are reused for later ones
+    assert run_with_options(hubgate, part_size=1024 * 1024, parallel_threshold=2 * 1024 * 1024, range_workers=2) == 1
 
-    parts = sorted(fake_hub.log.content_gets(f.sha256, mark), key=lambda e: int(e.range.split("=")[1].split("-")[0]))
+    gets = fake_hub.log.content_gets(f.sha256, mark)
+    assert [g.complete for g in gets].count(False) == 1 and len(gets) == 7
+    parts = sorted((g for g in gets if g.complete), key=lambda e: int(e.range.split("=")[1].split("-")[0]))
     assert len(parts) == 6 and all(p.status == 206 and p.origin == "cdn" for p in parts)
     spans = [tuple(int(x) for x in p.range.removeprefix("bytes=").split("-")) for p in parts]  # type: ignore[union-attr]
     assert spans[0][0] == 0 and spans[-1][1] == len(big) - 1
@@ -170,6 +174,20 @@ def test_big_files_are_fetched_as_parallel_ranges(fake_hub: FakeHub, hubgate: Hu
         fake_hub.corrupt(c2.files["model.safetensors"].sha256, on=False)
     doc = hubgate.get_request(pk)
     assert doc["state"] == "failed" and "sha256 mismatch" in doc["error"]
+
+    # A part with more bytes than the range asked for fails the file, naming the part.
+    repo3 = unique_repo("ranges-long")
+    third = safetensors_bytes(5 * 1024 * 1024 + 9, 171)
+    c3 = fake_hub.create_repo(repo3, {"model.safetensors": third})
+    fake_hub.pad(c3.files["model.safetensors"].sha256, b"!", ranged=True)
+    try:
+        pk = hubgate.request(repo3)["id"]
+        hubgate.approve(pk)
+        run_with_options(hubgate, part_size=1024 * 1024, parallel_threshold=2 * 1024 * 1024, range_workers=3)
+    finally:
+        fake_hub.pad(c3.files["model.safetensors"].sha256, None, ranged=True)
+    doc = hubgate.get_request(pk)
+    assert doc["state"] == "failed" and "came back with more than 1048576 bytes" in doc["error"], doc["error"]
 
 
 def test_a_big_file_with_fewer_parts_than_the_range_window(fake_hub: FakeHub, hubgate: Hubgate) -> None:
