@@ -53,6 +53,15 @@ def test_digest_is_sha256_of_canonical_bytes() -> None:
     assert other.digest() != m.digest()
 
 
+def test_a_copy_with_changes_has_its_own_bytes_and_digest() -> None:
+    m = _m()
+    before = m.digest()  # computed once and kept: the copy below must not inherit it
+    other = m.model_copy(update={"commit": "f" * 40})
+    assert other.digest() != before and other.digest() == _m(commit="f" * 40).digest()
+    assert json.loads(other.to_canonical_json())["commit"] == "f" * 40
+    assert m.model_copy().digest() == before and m.digest() == before
+
+
 def test_round_trip() -> None:
     m = _m()
     back = Manifest.from_json(m.to_canonical_json())
