@@ -21,7 +21,7 @@ from mirror.lfs import LfsRules
 from mirror.progress import NO_PROGRESS, CountingReader, Progress
 from mirror.publishing import publish_manifest
 from mirror.xet.builder import XetBuilder
-from mirror.scan.gate import Gate
+from mirror.scan.gate import Gate, Prescan
 from mirror.signing import Signer
 from mirror.storage.blobs import BlobStore
 from registry import audit, gitobjects, scanning
@@ -163,10 +163,18 @@ def import_folder(
     rules = _lfs_rules(files)
     entries = []
     progress.begin("copying", total_bytes=sum(f.size for f in files), total_files=len(files))
-    for f in files:
-        lfs = (len(f.etag) == 64) if f.etag else rules.is_lfs(f.path)
-        entries.append(_ingest(store, f, lfs, progress))
+    # The content scan takes each file as soon as it is stored, while the next ones are copied (as a sync does).
+    prescan = Prescan(gate or Gate(store, signer=signer), {f.path: f.size for f in files})
+    try:
+        for f in files:
+            lfs = (len(f.etag) == 64) if f.etag else rules.is_lfs(f.path)
+            entries.append(_ingest(store, f, lfs, progress))
+            prescan.add(entries[-1].path, entries[-1].sha256, entries[-1].size)
+    except BaseException:
+        prescan.cancel()
+        raise
     progress.begin("scanning and publishing")
+    gate = prescan.finish()
     if revision is None:
         tree = gitobjects.tree_oids(gitobjects.GitFile(e.path, e.tree_oid) for e in entries)[""]
         revision = gitobjects.commit_oid(tree, f"Import {repo.id}")
