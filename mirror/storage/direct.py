@@ -32,13 +32,17 @@ ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
+def _write(fd: int, data: memoryview) -> int:
+    return os.write(fd, data)
+
+
 class DirectFile:
     """``open(path, mode)`` (``"xb"`` or ``"ab"``) for a file written front to back: ``write``, ``flush``,
     ``fileno``, ``close``, ``tell``. From the write that brings the file to ``DIRECT_MIN`` bytes on, writes
     bypass the page cache where the file system allows it."""
 
     def __init__(self, path: str | os.PathLike[str], mode: str) -> None:
-        self._f: BinaryIO = open(path, mode)  # noqa: SIM115 - closed by close()
+        self._f: BinaryIO = open(path, mode)  # type: ignore[assignment]  # noqa: SIM115 - closed by close()
         self._pos = os.fstat(self._f.fileno()).st_size if "a" in mode else 0
         self._stage: mmap.mmap | None = None
         self._fill = 0
@@ -63,6 +67,10 @@ class DirectFile:
             view = view[k:]
             if self._fill == STAGE_SIZE:
                 self._drain(STAGE_SIZE)
+                if self._stage is None:  # direct writes refused: the rest through the page cache
+                    self._f.write(view)
+                    self._pos += len(view)
+                    break
         return n
 
     def _go_direct(self, view: memoryview) -> memoryview:
@@ -89,12 +97,42 @@ class DirectFile:
     def _drain(self, n: int) -> None:
         """Write the first ``n`` (aligned) staged bytes directly."""
         assert self._stage is not None
-        done = os.write(self._f.fileno(), memoryview(self._stage)[:n])
+        try:
+            done = _write(self._f.fileno(), memoryview(self._stage)[:n])
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or self.direct_bytes:
+                raise
+            # The file system took the flag but refuses the write (a larger alignment, some network and FUSE
+            # file systems): everything goes through the page cache from here.
+            log.debug("direct write refused (%s): writing through the page cache", exc)
+            done = -1
+        if done < 0:  # outside the handler: its traceback no longer holds a view of the staging buffer
+            self._leave_direct()
+            return
         if done != n:  # a short direct write: the disk is full, or the file at its limit
             raise OSError(errno.ENOSPC, f"short write: {done} of {n} bytes")
         self._pos += n
         self.direct_bytes += n
-        self._fill = 0
+        rest = self._fill - n
+        if rest:
+            self._stage.move(0, n, rest)
+        self._fill = rest
+
+    def _leave_direct(self) -> None:
+        """Clear O_DIRECT and write what is staged through the page cache; later writes are buffered."""
+        assert self._stage is not None
+        stage, fill = self._stage, self._fill
+        self._stage, self._fill = None, 0
+        fd = self._f.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        written = 0
+        while written < fill:
+            done = _write(fd, memoryview(stage)[written:fill])
+            if done <= 0:
+                raise OSError(errno.ENOSPC, f"short write: {written} of {fill} bytes")
+            written += done
+            self._pos += done
+        stage.close()
 
     def flush(self) -> None:
         """Write everything staged: the aligned part directly, the last partial block through the page cache
@@ -102,20 +140,12 @@ class DirectFile:
         if self._stage is None:
             self._f.flush()
             return
-        stage, fill = self._stage, self._fill
-        aligned = fill - fill % ALIGN
+        aligned = self._fill - self._fill % ALIGN
         if aligned:
             self._drain(aligned)
-        fd = self._f.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
-        if fill > aligned:
-            tail = stage[aligned:fill]
-            done = os.write(fd, tail)
-            if done != len(tail):
-                raise OSError(errno.ENOSPC, f"short write: {done} of {len(tail)} bytes")
-            self._pos += done
-        self._stage, self._fill = None, 0
-        stage.close()
+            if self._stage is None:  # refused: all of it went through the page cache
+                return
+        self._leave_direct()  # the last partial block
 
     @property
     def direct(self) -> bool:

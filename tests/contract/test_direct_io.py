@@ -104,6 +104,25 @@ def test_a_file_system_that_refuses_direct_io_gets_the_bytes_through_the_page_ca
     assert (tmp_path / "blob").read_bytes() == DATA
 
 
+def test_a_file_system_that_takes_the_flag_but_refuses_direct_writes_gets_them_buffered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = []
+
+    def write(fd: int, data: memoryview) -> int:
+        if direct.fcntl.fcntl(fd, direct.fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return os.write(fd, data)
+
+    monkeypatch.setattr(direct, "_write", write)
+    f = DirectFile(tmp_path / "blob", "xb")
+    _write(f, DATA, CHUNKS)
+    f.flush()
+    f.close()
+    assert refused == [STAGE_SIZE] and f.direct_bytes == 0  # the first direct write was refused, then none
+    assert (tmp_path / "blob").read_bytes() == DATA
+
+
 def test_blobs_through_the_local_store_commit_batch_and_resumable_partial(tmp_path: Path) -> None:
     store = BlobStore(LocalDriver(tmp_path / "store"))
     sha = hashlib.sha256(DATA).hexdigest()
