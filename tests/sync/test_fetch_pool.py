@@ -114,15 +114,17 @@ def test_a_corrupt_file_fails_the_sync_keeps_the_verified_ones_and_the_retry_fet
     assert hubgate.client.get(f"/{repo}/resolve/main/data/part-041.txt").content == files["data/part-041.txt"]
 
 
+@pytest.mark.parametrize("server", ["moto", pytest.param("rgw", marks=pytest.mark.slow)])
 def test_on_s3_the_fetch_processes_commit_each_blob_themselves(
-        fake_hub: FakeHub, make_hubgate: Callable[..., Hubgate], moto_s3: str) -> None:
-    import boto3
+        fake_hub: FakeHub, make_hubgate: Callable[..., Hubgate], server: str, request: pytest.FixtureRequest) -> None:
+    from helpers.rgw import S3Endpoint
 
+    s3: S3Endpoint = S3Endpoint(request.getfixturevalue("moto_s3"), "testing", "testing", "moto") \
+        if server == "moto" else request.getfixturevalue("rgw_s3")
     bucket = f"pool-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-    hg = make_hubgate(storage="s3", s3_bucket=bucket, s3_endpoint_url=moto_s3, s3_region="us-east-1",
-                      s3_access_key_id="testing", s3_secret_access_key="testing", s3_serve="proxy")
+    s3.client().create_bucket(Bucket=bucket)
+    hg = make_hubgate(storage="s3", s3_bucket=bucket, s3_endpoint_url=s3.origin, s3_region="us-east-1",
+                      s3_access_key_id=s3.access_key, s3_secret_access_key=s3.secret_key, s3_serve="proxy")
     repo = unique_repo("pools3")
     files = {"README.md": card("mit"), **_files(N, repo)}
     commit = fake_hub.create_repo(repo, files)
