@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/hubgate.db")
     storage: Literal["local", "s3"] = Field("local", description="Where blobs live")
     storage_dir: Path | None = Field(None, description="Local store folder; default <data_dir>/store")
+    storage_direct_writes: bool = Field(True, description="Local store: write blobs of 16 MiB or more around the page cache (O_DIRECT, where the file system allows it); false keeps them cached for the first download")
     s3_bucket: str | None = Field(None, description="S3 bucket (required when storage=s3)")
     s3_prefix: str = Field("", description="Key prefix inside the bucket")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint hubgate talks to (MinIO, Ceph); AWS when unset")
@@ -216,7 +217,8 @@ class Settings(BaseSettings):
     @property
     def storage_settings(self) -> StorageSettings:
         if self.storage == "local":
-            return StorageSettings(backend="local", local_root=self.storage_dir or self.data_dir / "store")
+            return StorageSettings(backend="local", local_root=self.storage_dir or self.data_dir / "store",
+                                   local_direct_writes=self.storage_direct_writes)
         assert self.s3_bucket is not None
         return StorageSettings(
             backend="s3",

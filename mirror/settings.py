@@ -27,4 +27,5 @@ class StorageSettings(BaseModel):
 
     backend: Literal["local", "s3"] = "local"
     local_root: Path | None = None
+    local_direct_writes: bool = True  # big blobs around the page cache (mirror/storage/direct.py)
     s3: S3Settings | None = None

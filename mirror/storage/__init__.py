@@ -16,7 +16,7 @@ def open_driver(settings: StorageSettings) -> StorageDriver:
 
         if settings.local_root is None:
             raise StorageError("local storage needs a root folder")
-        return LocalDriver(settings.local_root)
+        return LocalDriver(settings.local_root, direct_writes=settings.local_direct_writes)
     if settings.backend == "s3":
         from mirror.storage.s3 import S3Driver
 

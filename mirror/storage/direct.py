@@ -39,14 +39,14 @@ def _write(fd: int, data: memoryview) -> int:
 class DirectFile:
     """``open(path, mode)`` (``"xb"`` or ``"ab"``) for a file written front to back: ``write``, ``flush``,
     ``fileno``, ``close``, ``tell``. From the write that brings the file to ``DIRECT_MIN`` bytes on, writes
-    bypass the page cache where the file system allows it."""
+    bypass the page cache where the file system allows it (``direct=False``: never)."""
 
-    def __init__(self, path: str | os.PathLike[str], mode: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], mode: str, *, direct: bool = True) -> None:
         self._f: BinaryIO = open(path, mode)  # type: ignore[assignment]  # noqa: SIM115 - closed by close()
         self._pos = os.fstat(self._f.fileno()).st_size if "a" in mode else 0
         self._stage: mmap.mmap | None = None
         self._fill = 0
-        self._tried = not _O_DIRECT  # a platform without O_DIRECT never tries
+        self._tried = not (direct and _O_DIRECT)  # turned off, or a platform without O_DIRECT: never tries
         self.direct_bytes = 0  # written around the page cache (for tests and benches)
 
     def write(self, data: bytes | memoryview) -> int:

@@ -85,9 +85,9 @@ _WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 class _LocalWriter:
-    def __init__(self, final: Path, tmp: Path) -> None:
+    def __init__(self, final: Path, tmp: Path, *, direct: bool = True) -> None:
         self._final, self._tmp = final, tmp
-        self._f: DirectFile | None = DirectFile(tmp, "xb")
+        self._f: DirectFile | None = DirectFile(tmp, "xb", direct=direct)
         self._written = self._kicked = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -255,8 +255,9 @@ class LocalDriver:
     name = "local"
     cheap_move = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct_writes: bool = True) -> None:
         self.root = root.resolve()
+        self.direct_writes = direct_writes  # big blobs around the page cache (mirror/storage/direct.py)
         self._root_str = str(self.root)
         try:
             (self.root / _TMP_DIR).mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,7 @@ class LocalDriver:
         return _LimitedReader(f, size - offset if length is None else length)  # type: ignore[return-value]
 
     def writer(self, key: str) -> _LocalWriter:
-        return _LocalWriter(self._path(key), self.root / _TMP_DIR / uuid.uuid4().hex)
+        return _LocalWriter(self._path(key), self.root / _TMP_DIR / uuid.uuid4().hex, direct=self.direct_writes)
 
     def batch(self) -> LocalBatch:
         return LocalBatch(self)
@@ -371,15 +372,16 @@ class LocalDriver:
     def partial(self, key: str) -> "LocalPartial":
         """A resumable write of ``key``: its bytes survive the process (``.tmp/partial-…``, swept by gc after the
         grace period like any partial write), so a killed copy goes on where it stopped (mirror/storage/resume.py)."""
-        return LocalPartial(self._path(key), self.root / _TMP_DIR / ("partial-" + key.replace("/", "_")))
+        return LocalPartial(self._path(key), self.root / _TMP_DIR / ("partial-" + key.replace("/", "_")),
+                            direct=self.direct_writes)
 
 
 class LocalPartial:
     """The resumable write of one object: ``existing()`` reads what a previous run left, ``write`` appends,
     ``commit`` makes it the object (fsync, rename), ``discard`` deletes it, ``close`` keeps it for a later run."""
 
-    def __init__(self, final: Path, path: Path) -> None:
-        self._final, self.path = final, path
+    def __init__(self, final: Path, path: Path, *, direct: bool = True) -> None:
+        self._final, self.path, self._direct = final, path, direct
         self._f: DirectFile | None = None
 
     def existing(self) -> BinaryIO | None:
@@ -390,7 +392,7 @@ class LocalPartial:
 
     def write(self, data: bytes | memoryview) -> None:
         if self._f is None:
-            self._f = DirectFile(self.path, "ab")
+            self._f = DirectFile(self.path, "ab", direct=self._direct)
         self._f.write(data)
 
     def truncate(self, size: int) -> None:
@@ -399,7 +401,7 @@ class LocalPartial:
             f.truncate(size)
 
     def commit(self) -> None:
-        f = self._f if self._f is not None else DirectFile(self.path, "ab")
+        f = self._f if self._f is not None else DirectFile(self.path, "ab", direct=self._direct)
         self._f = None
         _durable_rename(f, self.path, self._final)
 

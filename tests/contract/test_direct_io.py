@@ -84,6 +84,22 @@ def test_appending_after_an_unaligned_prefix_and_writing_on_after_a_flush(tmp_pa
     assert (f.direct_bytes > 0) == _supports_direct(tmp_path)
 
 
+def test_the_setting_turns_direct_writes_off_for_the_store_and_its_files(tmp_path: Path) -> None:
+    from api.settings import load
+    from mirror.storage import open_driver
+
+    on = open_driver(load(environ={"HUBGATE_DATA_DIR": str(tmp_path / "on")}).storage_settings)
+    off = open_driver(load(environ={"HUBGATE_DATA_DIR": str(tmp_path / "off"),
+                                    "HUBGATE_STORAGE_DIRECT_WRITES": "false"}).storage_settings)
+    assert isinstance(on, LocalDriver) and isinstance(off, LocalDriver)
+    assert on.direct_writes and not off.direct_writes
+    f = DirectFile(tmp_path / "blob", "xb", direct=off.direct_writes)
+    _write(f, DATA, CHUNKS)
+    f.flush()
+    f.close()
+    assert f.direct_bytes == 0 and (tmp_path / "blob").read_bytes() == DATA
+
+
 def test_a_file_system_that_refuses_direct_io_gets_the_bytes_through_the_page_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = direct.fcntl.fcntl
