@@ -1,16 +1,16 @@
 """Reading one chunk ahead: while the caller hashes and stores a chunk, the next one is read on a helper thread.
 
 The read (a copy out of the page cache or the disk), the hashing and the write each release the GIL, so a
-copy of a big file costs the slowest of them per chunk instead of the read plus the rest. Measured on the
-project's 2-core VM, 512 MiB from a bundle into a store on tmpfs: 580-650 MB/s reading in turn, see
-bench/bundle_bench.py for the figures with it.
+copy of a big file costs the slowest of them per chunk instead of the read plus the rest
+(bench/bundle_bench.py measures the imports that use it). ``read_chunks`` is what the copy loops call.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
 
 ReadInto = Callable[[memoryview], "int | None"]
 
@@ -62,3 +62,28 @@ class ReadAhead:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_chunks(source: BinaryIO, chunk_size: int, *, size: int, limit: int | None = None,
+                reuse: bool = True) -> Generator[bytes | memoryview, None, None]:
+    """Up to ``limit`` bytes of ``source`` (all, without it) in chunks of at most ``chunk_size``.
+
+    With ``reuse`` and a source that can ``readinto``, the chunks are views of reused buffers, each valid until
+    the next is asked for (a fresh buffer per chunk costs page faults, on the project's VM more than the
+    hashing); a source of ``size`` >= READ_AHEAD_MIN is then read one chunk ahead. Otherwise each chunk is
+    fresh ``bytes`` the caller may keep. Close the generator (``contextlib.closing``) before the source."""
+    readinto = getattr(source, "readinto", None) if reuse else None
+    if readinto is not None and size >= READ_AHEAD_MIN:
+        with ReadAhead(readinto, chunk_size, limit) as ahead:
+            yield from ahead
+        return
+    buffer = memoryview(bytearray(chunk_size)) if readinto is not None else None
+    left = limit
+    while left is None or left > 0:
+        want = chunk_size if left is None else min(chunk_size, left)
+        data = buffer[: readinto(buffer[:want])] if buffer is not None else source.read(want)
+        if not data:
+            return
+        if left is not None:
+            left -= len(data)
+        yield data

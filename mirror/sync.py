@@ -192,9 +192,8 @@ class Syncer:
                     data = fut.result()
                     w.write(data)
                     progress.fetched(len(data))
-                    del data  # the buffer is free again
                     nxt = next(queue, None)
-                    if nxt is not None:
+                    if nxt is not None:  # this part is stored: its buffer takes the next one
                         submit(*nxt, buffer)
             finally:
                 for fut, _ in pending:

@@ -17,18 +17,18 @@ import stat
 import sys
 import tarfile
 import unicodedata
-from contextlib import nullcontext
+from contextlib import closing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from mirror.bundles.format import (
     CHUNK_SIZE, INDEX_NAME, INDEX_PAYLOAD_TYPE, INDEX_SIG_NAME, MAX_INDEX_SIZE, MAX_SIG_SIZE, SIG_SUFFIX,
     VOLUMES_PAYLOAD_TYPE, VOLUMES_SUFFIX, BundleError, Index, MemberEntry, PublicKeys, VolumeList, sha256_hex,
     verify_detached,
 )
-from mirror.readahead import READ_AHEAD_MIN, ReadAhead
+from mirror.readahead import read_chunks
 from registry.errors import InvalidInputError
 from registry.types import validate_path
 
@@ -57,34 +57,19 @@ def read_verified(member: Member, sink: Callable[[bytes], None] | None = None, *
     Raises BundleError on a mismatch.
     """
     e, h, got = member.entry, hashlib.sha256(), 0
-    with member.open() as f:
-        readinto = getattr(f, "readinto", None) if reuse_buffer else None
-        # Up to one byte more than announced: it reveals a member that is too long.
-        ahead = ReadAhead(readinto, CHUNK_SIZE, limit=e.size + 1) \
-            if readinto is not None and e.size >= READ_AHEAD_MIN else None
-        with ahead or nullcontext():
-            for data in ahead if ahead is not None else _read_in_turn(f, readinto, e.size + 1):
-                got += len(data)
-                if check_sha256:
-                    h.update(data)
-                if sink is not None and got <= e.size:
-                    sink(data)
+    # Up to one byte more than announced: it reveals a member that is too long.
+    with member.open() as f, \
+            closing(read_chunks(f, CHUNK_SIZE, size=e.size, limit=e.size + 1, reuse=reuse_buffer)) as chunks:
+        for data in chunks:
+            got += len(data)
+            if check_sha256:
+                h.update(data)
+            if sink is not None and got <= e.size:
+                sink(data)
     if got != e.size:
         raise BundleError(f"{e.path}: size mismatch: the index says {e.size} bytes, the bundle holds {got}")
     if check_sha256 and h.hexdigest() != e.sha256:
         raise BundleError(f"{e.path}: sha256 mismatch: the bundle was altered or damaged")
-
-
-def _read_in_turn(f: BinaryIO, readinto: Any, limit: int) -> Iterator[bytes | memoryview]:
-    """Up to ``limit`` bytes of ``f`` in chunks, into one reused buffer where ``readinto`` is given."""
-    buffer = memoryview(bytearray(CHUNK_SIZE)) if readinto is not None else None
-    while limit > 0:
-        want = min(CHUNK_SIZE, limit)
-        data = buffer[: readinto(buffer[:want])] if buffer is not None else f.read(want)
-        if not data:
-            return
-        limit -= len(data)
-        yield data
 
 
 def read_small(member: Member) -> bytes:

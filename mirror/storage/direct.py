@@ -6,8 +6,8 @@ dearest step of ingesting a big blob: writing 1 GiB costs the writing thread 0.3
 hands the bytes to the disk from an aligned buffer of our own. The CPU that frees goes to hashing.
 
 So a file is written as usual until a write brings it to ``DIRECT_MIN`` bytes (small files never leave
-the page cache); from there the rest goes through a page-aligned staging buffer in ``STAGE_SIZE`` writes at aligned offsets; the
-last partial block, at ``flush``, is written buffered again. ``fsync`` is still what makes the bytes
+the page cache); from there the rest goes through a page-aligned staging buffer, in ``STAGE_SIZE`` writes
+at aligned offsets; the last partial block, at ``flush``, is written buffered again. ``fsync`` is still what makes the bytes
 durable (a direct write may sit in the disk's own cache). A file system that refuses ``O_DIRECT`` (or a
 platform without it) is written buffered, as before: nothing depends on it but speed.
 """
@@ -158,12 +158,16 @@ class DirectFile:
     def fileno(self) -> int:
         return self._f.fileno()
 
-    def close(self) -> None:
-        """Close without writing what is staged (``flush`` first to keep it)."""
-        if self._stage is not None:
-            self._stage.close()
-            self._stage, self._fill = None, 0
-        self._f.close()
+    def close(self, *, keep: bool = True) -> None:
+        """Close, writing what is staged first (``keep=False``: drop it, the file is being thrown away)."""
+        try:
+            if keep:
+                self.flush()
+        finally:
+            if self._stage is not None:
+                self._stage.close()
+                self._stage, self._fill = None, 0
+            self._f.close()
 
     @property
     def closed(self) -> bool:

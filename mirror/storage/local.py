@@ -107,10 +107,7 @@ class _LocalWriter:
         """Close the temp file without fsync and hand it over (to a ``LocalBatch``)."""
         assert self._f is not None, "writer is closed"
         f, self._f = self._f, None
-        try:
-            f.flush()
-        finally:
-            f.close()
+        f.close()
         return self._tmp
 
     def commit(self) -> None:
@@ -120,7 +117,7 @@ class _LocalWriter:
 
     def cancel(self) -> None:
         if self._f is not None:
-            self._f.close()
+            self._f.close(keep=False)
             self._f = None
         self._tmp.unlink(missing_ok=True)
 
@@ -138,14 +135,14 @@ def _flush_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
 
 
-def _durable_rename(f: BinaryIO | DirectFile, tmp: Path, final: Path) -> None:
+def _durable_rename(f: DirectFile, tmp: Path, final: Path) -> None:
     """Close ``f`` (the temp file ``tmp``) with its bytes on disk, then rename it to ``final`` durably: a key
     never names a partial file, even after a crash."""
     try:
         f.flush()
         os.fsync(f.fileno())
     finally:
-        f.close()
+        f.close(keep=False)  # flushed above, or failing: nothing more to write
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
@@ -409,13 +406,10 @@ class LocalPartial:
         """Keep what is written, for a later run."""
         if self._f is not None:
             f, self._f = self._f, None
-            try:
-                f.flush()
-            finally:
-                f.close()
+            f.close()
 
     def discard(self) -> None:
         if self._f is not None:
             f, self._f = self._f, None
-            f.close()
+            f.close(keep=False)
         self.path.unlink(missing_ok=True)
