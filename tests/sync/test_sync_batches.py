@@ -65,38 +65,55 @@ def test_a_batch_that_cannot_be_made_durable_is_not_recorded_and_the_retry_fetch
     pk = hg.request(repo)["id"]
     hg.approve(pk)
 
-    real = mirror.storage.local.LocalBatch._sync_all
+    real_flush, real_sync = mirror.storage.local.LocalBatch.flush, mirror.storage.local.LocalBatch._sync_all
+    slow_shas = {f.sha256 for f in slow_files}
+    failed: list[set[str]] = []  # the blobs of the batch whose flush failed
     calls = []
 
-    def failing_second_flush(self):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:  # the second flush's first syncfs: its files never get renamed into place
-            raise OSError(5, "injected: the disk failed")
-        return real(self)
+    def failing_flush(self):  # type: ignore[no-untyped-def]
+        # The first flush of a batch holding a slow file fails in its first syncfs, so its files are never
+        # renamed into place. Chosen by content, not by count: on a loaded box the fast files may take
+        # more than one batch, and the test must still fail the batch that holds the slow ones.
+        with self._lock:
+            held = {os.path.basename(final) for _, final in self._staged}
+        self._fail_next = not failed and bool(held & slow_shas)
+        if self._fail_next:
+            failed.append(held)
+        return real_flush(self)
 
-    monkeypatch.setattr(mirror.storage.local.LocalBatch, "_sync_all", failing_second_flush)
+    def failing_sync(self):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if getattr(self, "_fail_next", False):
+            self._fail_next = False
+            raise OSError(5, "injected: the disk failed")
+        return real_sync(self)
+
+    monkeypatch.setattr(mirror.storage.local.LocalBatch, "flush", failing_flush)
+    monkeypatch.setattr(mirror.storage.local.LocalBatch, "_sync_all", failing_sync)
     try:
         hg.worker.run_once()
     finally:
         for f in slow_files:
             fake_hub.throttle(f.sha256, None)
     doc = hg.get_request(pk)
+    assert failed, "no batch held a slow file: the test proves nothing"
     assert doc["state"] == "failed" and "durable" in doc["error"], doc
-    assert len(calls) >= 3, "the sync ended before its second flush: the test proves nothing"
+    assert len(calls) >= 3, "the failed flush was the sync's first: no batch was recorded before it"
 
     rows = _rows(hg)
     assert rows, "the first batch should have been recorded"
     for sha in rows:  # a row is a promise that the blob is stored: never broken
         assert _intact(hg, sha), sha
-    lost = [f for f in slow_files if not hg.svc.store.has(f.sha256)]
-    assert lost, "no file of the failed batch was lost: the test proves nothing"
+    lost = [f for f in commit.files.values() if not hg.svc.store.has(f.sha256)]
+    assert {f.sha256 for f in lost} >= failed[0], "a file of the failed batch was kept"
     for f in lost:  # fetched and verified, but its batch never became durable: not recorded either
         assert f.sha256 not in rows, f.path
     stored = [f for f in commit.files.values() if hg.svc.store.has(f.sha256)]
     assert doc["progress"]["files_done"] <= len(stored), (doc["progress"]["files_done"], len(stored))
     _every_blob_file_is_whole(hg)
 
-    monkeypatch.setattr(mirror.storage.local.LocalBatch, "_sync_all", real)
+    monkeypatch.setattr(mirror.storage.local.LocalBatch, "flush", real_flush)
+    monkeypatch.setattr(mirror.storage.local.LocalBatch, "_sync_all", real_sync)
     mark = fake_hub.log.mark()
     assert hg.api("POST", f"/requests/{pk}/retry").status_code == 200
     hg.worker.run_once()
