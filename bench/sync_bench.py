@@ -392,7 +392,7 @@ def _median(rounds: list[dict[str, Any]], key: str) -> float:
 
 def report(res: dict[str, Any]) -> list[str]:
     lines = [f"# sync bench, {res['cores']} cores, load {res['loadavg_start']} at start, {res['loadavg_end']} at end; "
-             f"median of {len(res['big'])} rounds (min-max); MB = 10^6 bytes"]
+             f"median of {len(res['big']) or len(res['small'])} rounds (min-max); MB = 10^6 bytes"]
     big = res["big"]
     if big:
         def row(label: str, key: str) -> str:
