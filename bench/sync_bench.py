@@ -336,8 +336,10 @@ def big_round(args: Any, info: dict[str, Any], work: Path, runs: Runs, r: int) -
         raise RuntimeError(f"the big sync ended {state}: {error}")
     out.update(sync_MBps=size / run["seconds"] / 1e6, sync_run=run,
                phases={k: round(v, 3) for k, v in phases.phases.items() if not k.startswith("_")})
-    # The upstream read, two ways: as hubgate reads it (its number of ranges) and the fastest of the two
-    # (on a small box one stream can beat parallel ranges: less Python per byte, no GIL contention).
+    # The upstream read, two ways: with hubgate's number of parallel ranges (with 1 range worker hubgate asks
+    # for its 16 MiB ranges one after the other; the reference is then the single stream, which is at least as
+    # fast) and the faster of that and one stream (on a small box one stream can beat parallel ranges: less
+    # Python per byte, no GIL contention).
     n = args.range_workers
     as_hubgate = f"upstream read (httpx, {n} ranges)" if n > 1 else "upstream read (httpx, 1 stream)"
     limits = {"disk write + fsync": out["disk_MBps"], "hashing": out["hash_MBps"], as_hubgate: out[f"httpx_{n}_MBps"]}

@@ -17,8 +17,8 @@ import stat
 import sys
 import tarfile
 import unicodedata
-from contextlib import closing
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
